@@ -1,0 +1,12 @@
+//! The cache: immutable, content-versioned resource sets per node group, shared by `Arc` and
+//! published to streams through watch channels.
+
+mod resource;
+mod set;
+mod store;
+
+pub(crate) use resource::combined_version;
+pub use resource::Resource;
+pub(crate) use set::is_valid_type_url;
+pub use set::{ResourceSet, ResourceSetError, TypeResources};
+pub use store::{Cache, GroupView};

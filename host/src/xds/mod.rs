@@ -1,0 +1,16 @@
+//! The xDS protocol: State-of-the-World and Delta, over ADS and the per-type services, with
+//! per-stream subscriptions, nonces, ACK/NACK records, ordering and TTL heartbeats.
+
+mod context;
+mod delta;
+mod server;
+mod services;
+mod sotw;
+mod status;
+mod stream;
+mod subscription;
+mod types;
+
+pub use context::StreamLimits;
+pub use server::{ByCluster, ByNodeId, NodeGrouping, ServeError, XdsServer, XdsServerBuilder};
+pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};

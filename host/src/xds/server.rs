@@ -1,0 +1,209 @@
+//! The xDS server: which group a node is served from, the limits, and the tonic services on
+//! one port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+
+use crate::cache::Cache;
+
+use super::context::StreamLimits;
+use super::services;
+use super::status::NodeRegistry;
+
+/// Maps a node to the group whose resources it is served. Nodes of one group share one
+/// computation and one copy of the resources.
+pub trait NodeGrouping: Send + Sync + 'static {
+    /// The group of `node`.
+    fn group_of(&self, node: &Node) -> String;
+}
+
+impl<F> NodeGrouping for F
+where
+    F: Fn(&Node) -> String + Send + Sync + 'static,
+{
+    fn group_of(&self, node: &Node) -> String {
+        self(node)
+    }
+}
+
+/// One group per node id: `Cache::set(node_id, …)` configures that node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByNodeId;
+
+impl NodeGrouping for ByNodeId {
+    fn group_of(&self, node: &Node) -> String {
+        node.id.clone()
+    }
+}
+
+/// One group per `node.cluster` (Envoy's service cluster): every replica of a service gets the
+/// same configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByCluster;
+
+impl NodeGrouping for ByCluster {
+    fn group_of(&self, node: &Node) -> String {
+        node.cluster.clone()
+    }
+}
+
+/// What every stream of a server shares.
+pub(crate) struct Shared {
+    pub(crate) cache: Cache,
+    pub(crate) grouping: Box<dyn NodeGrouping>,
+    pub(crate) nodes: Arc<NodeRegistry>,
+    pub(crate) limits: StreamLimits,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// An xDS management server over a [`Cache`]: ADS and every per-type discovery service, each
+/// in State-of-the-World and Delta form, on one gRPC port.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use nebucloud_xds::{Cache, ResourceSet, XdsServer};
+/// let cache = Cache::new();
+/// cache.set("node-1", ResourceSet::new([])?);
+/// XdsServer::builder(cache.clone()).build().serve("127.0.0.1:18000".parse()?).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct XdsServer {
+    shared: Arc<Shared>,
+}
+
+/// Configures an [`XdsServer`].
+pub struct XdsServerBuilder {
+    cache: Cache,
+    grouping: Box<dyn NodeGrouping>,
+    limits: StreamLimits,
+    heartbeat_interval: Duration,
+    max_message_bytes: usize,
+}
+
+impl XdsServerBuilder {
+    /// How nodes map to groups; the default is [`ByNodeId`].
+    #[must_use]
+    pub fn grouping(mut self, grouping: impl NodeGrouping) -> Self {
+        self.grouping = Box::new(grouping);
+        self
+    }
+
+    /// Per-stream limits.
+    #[must_use]
+    pub fn limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often resources with a TTL are refreshed by heartbeats (default 10 s). Keep it well
+    /// under the shortest TTL served.
+    #[must_use]
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The largest request the server decodes and the largest response it encodes
+    /// (default 16 MiB); larger requests end the stream with `RESOURCE_EXHAUSTED`.
+    #[must_use]
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> XdsServer {
+        XdsServer {
+            shared: Arc::new(Shared {
+                cache: self.cache,
+                grouping: self.grouping,
+                nodes: Arc::new(NodeRegistry::default()),
+                limits: self.limits,
+                heartbeat_interval: self.heartbeat_interval,
+                max_message_bytes: self.max_message_bytes,
+            }),
+        }
+    }
+}
+
+impl XdsServer {
+    /// A builder over `cache`, with defaults: groups by node id, default limits.
+    pub fn builder(cache: Cache) -> XdsServerBuilder {
+        XdsServerBuilder {
+            cache,
+            grouping: Box::new(ByNodeId),
+            limits: StreamLimits::default(),
+            heartbeat_interval: Duration::from_secs(10),
+            max_message_bytes: 16 << 20,
+        }
+    }
+
+    /// The cache this server serves from.
+    pub fn cache(&self) -> &Cache {
+        &self.shared.cache
+    }
+
+    /// What each connected node was sent, ACKed and NACKed.
+    pub fn nodes(&self) -> &Arc<NodeRegistry> {
+        &self.shared.nodes
+    }
+
+    /// Every discovery service as tonic routes, to mount beside other services.
+    pub fn routes(&self) -> Routes {
+        services::routes(&self.shared)
+    }
+
+    /// Serves on `addr` until the task is dropped.
+    pub async fn serve(self, addr: SocketAddr) -> Result<(), ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        self.serve_with_shutdown(listener, std::future::pending())
+            .await
+    }
+
+    /// Serves on an already bound listener until `shutdown` completes, then lets open streams
+    /// finish.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let routes = self.routes();
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(ServeError::Transport)
+    }
+}
+
+/// Why the server could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("xDS transport: {0}")]
+    Transport(#[source] tonic::transport::Error),
+}

@@ -1,0 +1,257 @@
+//! The tonic services: ADS and every per-type discovery service, each a thin door into the
+//! one stream implementation.
+
+use std::sync::Arc;
+
+use nebucloud_xds_proto::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use nebucloud_xds_proto::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::endpoint::v3::locality_endpoint_discovery_service_server::{
+    LocalityEndpointDiscoveryService, LocalityEndpointDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::extension::v3::extension_config_discovery_service_server::{
+    ExtensionConfigDiscoveryService, ExtensionConfigDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::listener::v3::listener_discovery_service_server::{
+    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::route::v3::route_discovery_service_server::{
+    RouteDiscoveryService, RouteDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::route::v3::scoped_routes_discovery_service_server::{
+    ScopedRoutesDiscoveryService, ScopedRoutesDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::route::v3::virtual_host_discovery_service_server::{
+    VirtualHostDiscoveryService, VirtualHostDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::runtime::v3::runtime_discovery_service_server::{
+    RuntimeDiscoveryService, RuntimeDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use nebucloud_xds_proto::type_url;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::context::Scope;
+use super::delta::DeltaStream;
+use super::server::Shared;
+use super::sotw::{select, SotwStream};
+use super::stream::{serve, ResponseStream};
+use super::subscription::SubscriptionState;
+
+/// One door: a scope (ADS, or one type) over the shared server state.
+#[derive(Clone)]
+pub(crate) struct Door {
+    shared: Arc<Shared>,
+    scope: Scope,
+}
+
+impl Door {
+    fn sotw(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Response<ResponseStream<DiscoveryResponse>> {
+        Response::new(serve::<SotwStream>(
+            Arc::clone(&self.shared),
+            self.scope,
+            req.into_inner(),
+        ))
+    }
+
+    fn delta(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
+        Response::new(serve::<DeltaStream>(
+            Arc::clone(&self.shared),
+            self.scope,
+            req.into_inner(),
+        ))
+    }
+
+    /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
+    fn fetch(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
+        let req = req.into_inner();
+        let type_url = self.scope.resolve(&req.type_url)?;
+        let node = req
+            .node
+            .as_ref()
+            .filter(|n| !n.id.is_empty())
+            .ok_or_else(|| {
+                Status::invalid_argument("a fetch request must carry the node with its id")
+            })?;
+        if req.resource_names.len() > self.shared.limits.max_names_per_type {
+            return Err(Status::resource_exhausted(format!(
+                "fetch of {} names exceeds this server's limit of {}",
+                req.resource_names.len(),
+                self.shared.limits.max_names_per_type
+            )));
+        }
+        let group = self.shared.grouping.group_of(node);
+        let set = self.shared.cache.get(&group).ok_or_else(|| {
+            Status::unavailable(format!(
+                "no configuration is computed yet for node {} (group {group})",
+                node.id
+            ))
+        })?;
+        let mut sub = SubscriptionState::default();
+        sub.apply_sotw(&req.resource_names);
+        let (version, resources) = select(&set, &type_url, &sub);
+        Ok(Response::new(DiscoveryResponse {
+            version_info: version,
+            resources: resources
+                .iter()
+                .map(|r| nebucloud_xds_proto::google::protobuf::Any {
+                    type_url: r.type_url().to_owned(),
+                    value: r.body().clone(),
+                })
+                .collect(),
+            type_url,
+            ..DiscoveryResponse::default()
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Door {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(self.sotw(req))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(self.delta(req))
+    }
+}
+
+/// Implements a per-type service (SotW stream, delta stream, fetch) on [`Door`].
+macro_rules! per_type_service {
+    ($trait:ident { $sotw_ty:ident $sotw:ident, $delta_ty:ident $delta:ident, $fetch:ident }) => {
+        #[tonic::async_trait]
+        impl $trait for Door {
+            type $sotw_ty = ResponseStream<DiscoveryResponse>;
+            type $delta_ty = ResponseStream<DeltaDiscoveryResponse>;
+
+            async fn $sotw(
+                &self,
+                req: Request<Streaming<DiscoveryRequest>>,
+            ) -> Result<Response<Self::$sotw_ty>, Status> {
+                Ok(self.sotw(req))
+            }
+
+            async fn $delta(
+                &self,
+                req: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta_ty>, Status> {
+                Ok(self.delta(req))
+            }
+
+            async fn $fetch(
+                &self,
+                req: Request<DiscoveryRequest>,
+            ) -> Result<Response<DiscoveryResponse>, Status> {
+                self.fetch(req)
+            }
+        }
+    };
+    ($trait:ident { $delta_ty:ident $delta:ident }) => {
+        #[tonic::async_trait]
+        impl $trait for Door {
+            type $delta_ty = ResponseStream<DeltaDiscoveryResponse>;
+
+            async fn $delta(
+                &self,
+                req: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta_ty>, Status> {
+                Ok(self.delta(req))
+            }
+        }
+    };
+}
+
+per_type_service!(ClusterDiscoveryService { StreamClustersStream stream_clusters, DeltaClustersStream delta_clusters, fetch_clusters });
+per_type_service!(EndpointDiscoveryService { StreamEndpointsStream stream_endpoints, DeltaEndpointsStream delta_endpoints, fetch_endpoints });
+per_type_service!(ListenerDiscoveryService { StreamListenersStream stream_listeners, DeltaListenersStream delta_listeners, fetch_listeners });
+per_type_service!(RouteDiscoveryService { StreamRoutesStream stream_routes, DeltaRoutesStream delta_routes, fetch_routes });
+per_type_service!(ScopedRoutesDiscoveryService { StreamScopedRoutesStream stream_scoped_routes, DeltaScopedRoutesStream delta_scoped_routes, fetch_scoped_routes });
+per_type_service!(SecretDiscoveryService { StreamSecretsStream stream_secrets, DeltaSecretsStream delta_secrets, fetch_secrets });
+per_type_service!(RuntimeDiscoveryService { StreamRuntimeStream stream_runtime, DeltaRuntimeStream delta_runtime, fetch_runtime });
+per_type_service!(ExtensionConfigDiscoveryService { StreamExtensionConfigsStream stream_extension_configs, DeltaExtensionConfigsStream delta_extension_configs, fetch_extension_configs });
+per_type_service!(VirtualHostDiscoveryService { DeltaVirtualHostsStream delta_virtual_hosts });
+per_type_service!(LocalityEndpointDiscoveryService { DeltaLocalityEndpointsStream delta_locality_endpoints });
+
+/// Every discovery service, with the server's message size limits applied.
+pub(crate) fn routes(shared: &Arc<Shared>) -> Routes {
+    let door = |scope| Door {
+        shared: Arc::clone(shared),
+        scope,
+    };
+    let max = shared.max_message_bytes;
+    macro_rules! svc {
+        ($server:ident, $scope:expr) => {
+            $server::new(door($scope))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        };
+    }
+    Routes::new(svc!(AggregatedDiscoveryServiceServer, Scope::Aggregated))
+        .add_service(svc!(
+            ClusterDiscoveryServiceServer,
+            Scope::Single(type_url::CLUSTER)
+        ))
+        .add_service(svc!(
+            EndpointDiscoveryServiceServer,
+            Scope::Single(type_url::ENDPOINT)
+        ))
+        .add_service(svc!(
+            LocalityEndpointDiscoveryServiceServer,
+            Scope::Single(type_url::LB_ENDPOINT)
+        ))
+        .add_service(svc!(
+            ListenerDiscoveryServiceServer,
+            Scope::Single(type_url::LISTENER)
+        ))
+        .add_service(svc!(
+            RouteDiscoveryServiceServer,
+            Scope::Single(type_url::ROUTE)
+        ))
+        .add_service(svc!(
+            ScopedRoutesDiscoveryServiceServer,
+            Scope::Single(type_url::SCOPED_ROUTE)
+        ))
+        .add_service(svc!(
+            VirtualHostDiscoveryServiceServer,
+            Scope::Single(type_url::VIRTUAL_HOST)
+        ))
+        .add_service(svc!(
+            SecretDiscoveryServiceServer,
+            Scope::Single(type_url::SECRET)
+        ))
+        .add_service(svc!(
+            RuntimeDiscoveryServiceServer,
+            Scope::Single(type_url::RUNTIME)
+        ))
+        .add_service(svc!(
+            ExtensionConfigDiscoveryServiceServer,
+            Scope::Single(type_url::EXTENSION_CONFIG)
+        ))
+}

@@ -1,0 +1,310 @@
+//! State-of-the-World: what one stream has asked for, what it was sent, and what to send next.
+//!
+//! Pure, synchronous state: the async shell in `stream.rs` feeds it requests and new resource
+//! sets and writes out what it returns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::envoy::service::discovery::v3::{
+    DiscoveryRequest, DiscoveryResponse, Resource as WrappedResource,
+};
+use nebucloud_xds_proto::google::protobuf::Any;
+use nebucloud_xds_proto::type_url::{CLUSTER, RESOURCE_WRAPPER};
+use prost::Message;
+use tonic::Status;
+
+use crate::cache::{combined_version, Resource, ResourceSet};
+
+use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
+use super::status::{unix_now, Nack};
+use super::subscription::SubscriptionState;
+use super::types::{is_full_state, push_rank};
+
+/// The resources of `type_url` that `sub` covers, and the version of exactly that selection.
+pub(crate) fn select(
+    set: &ResourceSet,
+    type_url: &str,
+    sub: &SubscriptionState,
+) -> (String, Vec<Arc<Resource>>) {
+    let Some(of_type) = set.of_type(type_url) else {
+        return (combined_version([]), Vec::new());
+    };
+    if sub.is_wildcard() {
+        return (
+            of_type.version().to_owned(),
+            of_type.iter().cloned().collect(),
+        );
+    }
+    let chosen: Vec<Arc<Resource>> = sub
+        .names()
+        .iter()
+        .filter_map(|n| of_type.get(n).cloned())
+        .collect();
+    (version_of(&chosen), chosen)
+}
+
+fn version_of(resources: &[Arc<Resource>]) -> String {
+    combined_version(resources.iter().map(|r| (r.name(), r.version())))
+}
+
+/// Per type: the subscription and what was last sent.
+#[derive(Debug, Default)]
+struct SotwType {
+    sub: SubscriptionState,
+    /// The nonce of the last response of this type; requests naming another are stale.
+    nonce: Option<String>,
+    /// The version of the last response sent (or known to be held, on reconnect).
+    sent_version: Option<String>,
+    /// The version the client said it holds when it (re)opened the stream.
+    client_version: Option<String>,
+    /// Whether the last response carried resources with a TTL (heartbeats due).
+    has_ttl: bool,
+}
+
+/// The State-of-the-World protocol state of one stream.
+#[derive(Debug)]
+pub(crate) struct SotwStream {
+    ctx: StreamContext,
+    set: Option<Arc<ResourceSet>>,
+    types: BTreeMap<String, SotwType>,
+}
+
+impl SotwStream {
+    /// Builds a response for `type_url`; `heartbeat` sends TTL'd resources without a body.
+    fn response(
+        &mut self,
+        type_url: &str,
+        version: &str,
+        resources: &[Arc<Resource>],
+        heartbeat: bool,
+    ) -> DiscoveryResponse {
+        let wrap = self.ctx.ttl && self.ctx.resource_in_sotw;
+        let mut has_ttl = false;
+        let resources = resources
+            .iter()
+            .map(|r| match r.ttl() {
+                Some(ttl) if wrap => {
+                    has_ttl = true;
+                    let wrapped = WrappedResource {
+                        name: r.name().to_owned(),
+                        version: r.version().to_owned(),
+                        resource: (!heartbeat).then(|| any(r)),
+                        ttl: Some(pb_duration(ttl)),
+                        ..WrappedResource::default()
+                    };
+                    Any {
+                        type_url: RESOURCE_WRAPPER.to_owned(),
+                        value: wrapped.encode_to_vec().into(),
+                    }
+                }
+                _ => any(r),
+            })
+            .collect();
+        let nonce = self.ctx.nonce();
+        self.ctx.record.sent(type_url, version, &nonce);
+        let st = self.types.entry(type_url.to_owned()).or_default();
+        st.nonce = Some(nonce.clone());
+        st.sent_version = Some(version.to_owned());
+        st.has_ttl = has_ttl;
+        DiscoveryResponse {
+            version_info: version.to_owned(),
+            resources,
+            type_url: type_url.to_owned(),
+            nonce,
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    /// What to send for one type now, if anything. `answer_names`: the request just named
+    /// resources the client did not ask for before, which are answered even if unchanged.
+    fn next_for(
+        &mut self,
+        type_url: &str,
+        answer_names: &[String],
+    ) -> Option<(String, Vec<Arc<Resource>>)> {
+        let set = self.set.as_ref()?;
+        let st = self.types.get_mut(type_url)?;
+        if !st.sub.is_wildcard() && st.sub.names().is_empty() {
+            // Unsubscribed from everything: nothing to say, even for full-state types.
+            return None;
+        }
+        let (version, resources) = select(set, type_url, &st.sub);
+        let full = is_full_state(type_url) || st.sub.is_wildcard();
+        let newly_named_exist = answer_names
+            .iter()
+            .any(|n| resources.iter().any(|r| r.name() == n));
+        match &st.sent_version {
+            Some(sent) if *sent == version && !newly_named_exist => return None,
+            Some(_) => {}
+            None => {
+                // Absence means nothing for per-name types: wait until a named resource exists.
+                if resources.is_empty() && !full {
+                    return None;
+                }
+                // A reconnecting client already holds exactly this: nothing to send.
+                if st.client_version.as_deref() == Some(version.as_str()) {
+                    st.sent_version = Some(version);
+                    return None;
+                }
+            }
+        }
+        if resources.is_empty() && !full {
+            // Per-name types have no deletion by omission: an empty response says nothing.
+            return None;
+        }
+        Some((version, resources))
+    }
+
+    fn stale_clusters(&self, old: &ResourceSet) -> Vec<Arc<Resource>> {
+        let (Some(new), Some(st)) = (self.set.as_ref(), self.types.get(CLUSTER)) else {
+            return Vec::new();
+        };
+        let (_, before) = select(old, CLUSTER, &st.sub);
+        before
+            .into_iter()
+            .filter(|r| new.get(CLUSTER, r.name()).is_none())
+            .collect()
+    }
+}
+
+fn any(r: &Resource) -> Any {
+    Any {
+        type_url: r.type_url().to_owned(),
+        value: r.body().clone(),
+    }
+}
+
+impl StreamProtocol for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(ctx: StreamContext, set: Option<Arc<ResourceSet>>) -> Self {
+        SotwStream {
+            ctx,
+            set,
+            types: BTreeMap::new(),
+        }
+    }
+
+    fn on_request(&mut self, req: DiscoveryRequest) -> Result<Vec<DiscoveryResponse>, Status> {
+        let type_url = self.ctx.scope.resolve(&req.type_url)?;
+        self.ctx.check_names(&type_url, req.resource_names.len())?;
+        let first = !self.types.contains_key(&type_url);
+        if first {
+            self.ctx.check_types(self.types.len() + 1)?;
+            self.types.insert(
+                type_url.clone(),
+                SotwType {
+                    client_version: (!req.version_info.is_empty())
+                        .then(|| req.version_info.clone()),
+                    ..SotwType::default()
+                },
+            );
+        }
+        let Some(st) = self.types.get_mut(&type_url) else {
+            return Ok(Vec::new());
+        };
+
+        // Nonces are per stream: the first request of a type may carry one from an earlier
+        // stream, which means nothing here. After that, a request that answers anything but
+        // our latest response of this type is stale: the client will answer the newest one.
+        let answers = !first && !req.response_nonce.is_empty();
+        if answers && st.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+            metrics::counter!("xds_stale_requests_total", "mode" => "sotw").increment(1);
+            return Ok(Vec::new());
+        }
+        if answers {
+            match &req.error_detail {
+                Some(err) => self.ctx.record.nacked(
+                    &type_url,
+                    Nack {
+                        nonce: req.response_nonce.clone(),
+                        rejected_version: st.sent_version.clone(),
+                        kept_version: req.version_info.clone(),
+                        code: err.code,
+                        message: err.message.clone(),
+                        at_unix_secs: unix_now(),
+                    },
+                ),
+                None => self.ctx.record.acked(&type_url, &req.version_info),
+            }
+        }
+        let change = st.sub.apply_sotw(&req.resource_names);
+        // A NACK is never answered with the rejected payload: unless the subscription asks for
+        // something new, `next_for` finds the version unchanged and sends nothing.
+        let answer: Vec<String> = change.added;
+        Ok(self
+            .next_for(&type_url, &answer)
+            .map(|(v, r)| vec![self.response(&type_url, &v, &r, false)])
+            .unwrap_or_default())
+    }
+
+    fn on_update(&mut self, set: Option<Arc<ResourceSet>>) -> Vec<DiscoveryResponse> {
+        let old = std::mem::replace(&mut self.set, set);
+        let mut order: Vec<String> = self.types.keys().cloned().collect();
+        order.sort_by_key(|t| (push_rank(t), t.clone()));
+        // Make before break: on an aggregated stream, clusters that disappear are kept in the
+        // first CDS response and removed only after the listeners and routes that used them
+        // have been replaced.
+        let stale = match (&old, self.ctx.scope) {
+            (Some(old), Scope::Aggregated) => self.stale_clusters(old),
+            _ => Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut final_cds = None;
+        for type_url in order {
+            let Some((version, resources)) = self.next_for(&type_url, &[]) else {
+                continue;
+            };
+            if type_url == CLUSTER && !stale.is_empty() && self.types.len() > 1 {
+                let mut keep = resources.clone();
+                keep.extend(stale.iter().cloned());
+                keep.sort_by(|a, b| a.name().cmp(b.name()));
+                let keep_version = version_of(&keep);
+                out.push(self.response(&type_url, &keep_version, &keep, false));
+                final_cds = Some((version, resources));
+            } else {
+                out.push(self.response(&type_url, &version, &resources, false));
+            }
+        }
+        if let Some((version, resources)) = final_cds {
+            out.push(self.response(CLUSTER, &version, &resources, false));
+        }
+        out
+    }
+
+    fn needs_heartbeat(&self) -> bool {
+        self.types.values().any(|t| t.has_ttl)
+    }
+
+    fn on_heartbeat(&mut self) -> Vec<DiscoveryResponse> {
+        let Some(set) = self.set.clone() else {
+            return Vec::new();
+        };
+        let due: Vec<String> = self
+            .types
+            .iter()
+            .filter(|(_, t)| t.has_ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for type_url in due {
+            let Some(st) = self.types.get(&type_url) else {
+                continue;
+            };
+            let (version, resources) = select(&set, &type_url, &st.sub);
+            // Only a client that holds the current version is refreshed; a pending change
+            // goes out as a normal response instead.
+            if st.sent_version.as_deref() == Some(version.as_str()) {
+                out.push(self.response(&type_url, &version, &resources, true));
+            }
+        }
+        out
+    }
+}

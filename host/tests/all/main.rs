@@ -1,0 +1,18 @@
+//! Integration tests: the real server on loopback, driven by scripted and real xDS clients.
+//! One binary (as wasmtime does) to link the large dependency tree once.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub,
+    dead_code
+)]
+
+mod protocol_delta;
+mod protocol_limits;
+mod protocol_sotw;
+mod real_envoy;
+mod real_grpc;
+mod scripted;
+mod support;

@@ -1,0 +1,131 @@
+//! Harness for integration tests: where the real xDS clients live, free ports, and polling.
+#![allow(dead_code)] // Each test module uses its own subset of the harness.
+
+pub(crate) mod backend;
+pub(crate) mod clients;
+pub(crate) mod envoy;
+pub(crate) mod http;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+/// The repository root: the parent of the `host/` crate these tests belong to.
+pub(crate) fn repo_root() -> PathBuf {
+    let host = Path::new(env!("CARGO_MANIFEST_DIR"));
+    host.parent().unwrap_or(host).to_path_buf()
+}
+
+/// `.deps/` at the repo root, where `make deps` installs the real clients.
+pub(crate) fn deps_dir() -> PathBuf {
+    repo_root().join(".deps")
+}
+
+/// `host/tests/clients/`, the client and backend scripts.
+pub(crate) fn clients_dir() -> PathBuf {
+    repo_root().join("host/tests/clients")
+}
+
+/// Envoy 1.40's binary (`.deps/envoy/bin/envoy`). Panics with a hint if `make deps` has not run.
+pub(crate) fn envoy_bin() -> PathBuf {
+    installed(deps_dir().join("envoy/bin/envoy"))
+}
+
+/// The Python interpreter of the venv that has grpcio, grpcio-health-checking and xds-protos.
+pub(crate) fn python_bin() -> PathBuf {
+    installed(deps_dir().join("py/bin/python"))
+}
+
+/// The `node` to run grpc-js with: `$NODE` if set, else `node` from `PATH`.
+pub(crate) fn node_bin() -> PathBuf {
+    std::env::var_os("NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from)
+}
+
+/// The `NODE_PATH` under which grpc-js and grpc-js-xds resolve (`.deps/node/node_modules`).
+pub(crate) fn node_path() -> PathBuf {
+    let modules = deps_dir().join("node/node_modules");
+    installed(modules.join("@grpc/grpc-js-xds/package.json"));
+    modules
+}
+
+/// A path inside `host/tests/clients/` that must exist (it is committed, not installed).
+pub(crate) fn client_script(name: &str) -> PathBuf {
+    let path = clients_dir().join(name);
+    assert!(path.exists(), "client script {} is missing", path.display());
+    path
+}
+
+fn installed(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `make deps` first (at {})",
+        path.display(),
+        repo_root().display()
+    );
+    path
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before the
+/// caller binds it; prefer binding port 0 where the thing under test can report its port.
+pub(crate) fn free_port() -> u16 {
+    match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"),
+    }
+}
+
+/// Calls `probe` every `interval` until it returns `Ok(Some(value))`, and returns that value.
+///
+/// `Ok(None)` and `Err(_)` both mean "not yet" (a server still starting answers with errors).
+/// After `timeout` it fails, carrying the last error seen so the test message says why.
+pub(crate) async fn wait_until<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let last_error = match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        if tokio::time::Instant::now() + interval > deadline {
+            let why = match last_error {
+                Some(e) => format!("last error: {e:#}"),
+                None => "condition never held".to_owned(),
+            };
+            return Err(anyhow!(
+                "timed out after {timeout:?} ({attempts} tries): {why}"
+            ));
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Runs `fut` with a deadline, naming `what` in the error.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| anyhow!("{what}: no answer within {timeout:?}"))?
+}
+
+/// The last `lines` lines of a text file, for failure messages ("" if it cannot be read).
+pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
+    text_tail(&std::fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn text_tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
