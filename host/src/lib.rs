@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod schema;
 pub mod xds;
 
 pub use cache::{Cache, Resource, ResourceSet, ResourceSetError};

@@ -55,3 +55,7 @@ pub mod type_url {
     /// `envoy.service.discovery.v3.Resource`: the wrapper that carries a TTL in SotW responses.
     pub const RESOURCE_WRAPPER: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";
 }
+
+/// The serialized `google.protobuf.FileDescriptorSet` the types were generated from: every
+/// Envoy API message, for reflection (JSON forms, decoding a body against its type URL).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("../descriptors/envoy-api.fds");

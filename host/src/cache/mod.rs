@@ -1,10 +1,12 @@
 //! The cache: immutable, content-versioned resource sets per node group, shared by `Arc` and
 //! published to streams through watch channels.
 
+mod files;
 mod resource;
 mod set;
 mod store;
 
+pub use files::{load_resource_dir, ResourceFileError};
 pub(crate) use resource::combined_version;
 pub use resource::Resource;
 pub(crate) use set::is_valid_type_url;

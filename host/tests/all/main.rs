@@ -9,10 +9,12 @@
     dead_code
 )]
 
+mod cli;
 mod protocol_delta;
 mod protocol_limits;
 mod protocol_sotw;
 mod real_envoy;
 mod real_grpc;
+mod real_nack;
 mod scripted;
 mod support;

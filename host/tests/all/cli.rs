@@ -1,0 +1,103 @@
+//! The `nebucloud-xds` binary: serves a resource directory and stops cleanly on SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::scripted::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nebucloud-xds");
+
+#[tokio::test]
+async fn serve_resource_directory_then_exit_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("edge")).unwrap();
+    std::fs::write(
+        dir.path().join("edge/cluster.yaml"),
+        "'@type': type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: backend\nconnect_timeout: 1s\n",
+    )
+    .unwrap();
+    let port = crate::support::free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--resources",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let channel = crate::support::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            Ok(
+                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+                    .connect()
+                    .await
+                    .ok(),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let mut ads = nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut stream = ads
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(
+        nebucloud_xds_proto::envoy::service::discovery::v3::DiscoveryRequest {
+            node: Some(node("edge")),
+            type_url: T_CLUSTER.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = stream.message().await.unwrap().unwrap();
+    assert_eq!(r.resources.len(), 1);
+    drop(stream);
+    drop(tx);
+
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn check_resources_names_the_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("g")).unwrap();
+    std::fs::write(
+        dir.path().join("g/broken.yaml"),
+        "'@type': type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: [x\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-resources")
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.yaml") && err.contains("line 2"),
+        "{err}"
+    );
+}
