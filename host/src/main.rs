@@ -1,15 +1,24 @@
-//! The `nebucloud-xds` command: serves xDS to Envoy and gRPC clients.
+//! The `nebucloud-xds` command: serves xDS to Envoy and gRPC clients, with the configuration
+//! of every node computed by a chain of WebAssembly plugins.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use nebucloud_xds::cache::load_resource_dir;
-use nebucloud_xds::xds::{ByCluster, ByNodeId};
+use nebucloud_xds::config::{Config, GroupBy};
+use nebucloud_xds::inputs::{watch_dir, DirSource, InputStore};
+use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
+use nebucloud_xds::plugins::{EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits};
+use nebucloud_xds::schema::Schema;
+use nebucloud_xds::xds::{ByCluster, ByIdentity, ByNodeId, StreamLimits, XdsServerBuilder};
 use nebucloud_xds::{Cache, XdsServer};
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
-/// An xDS control plane whose configuration logic is user code.
+/// An xDS control plane whose configuration logic is user code: WebAssembly plugins.
 #[derive(Parser)]
 #[command(name = "nebucloud-xds", version, about)]
 struct Cli {
@@ -24,6 +33,12 @@ struct Cli {
 enum Command {
     /// Serve xDS (ADS and per-type, SotW and Delta) on one gRPC port.
     Serve(ServeArgs),
+    /// Check a config file: keys, values, plugin files, inputs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Work with plugins without a server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Check a resource directory and print what each group would be served.
     CheckResources {
         /// The directory: one sub-directory per node group.
@@ -33,24 +48,51 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address of the xDS gRPC port.
-    #[arg(long, default_value = "127.0.0.1:18000")]
-    listen: SocketAddr,
-    /// Serve the resources in this directory: `DIR/<group>/*.{yaml,json}`, each resource in
-    /// Envoy's JSON form with `@type`.
+    /// The config file (TOML): plugins, inputs, listen address.
+    #[arg(long, conflicts_with = "resources")]
+    config: Option<PathBuf>,
+    /// Without plugins: serve the resources in this directory, `DIR/<group>/*.{yaml,json}`,
+    /// each resource in Envoy's JSON form with `@type`.
     #[arg(long)]
     resources: Option<PathBuf>,
-    /// How a node maps to a group.
-    #[arg(long, value_enum, default_value_t = GroupBy::NodeId)]
-    group_by: GroupBy,
+    /// Address of the xDS gRPC port (overrides the config file).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum GroupBy {
-    /// One group per `node.id`.
-    NodeId,
-    /// One group per `node.cluster`.
-    Cluster,
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the config, compile every plugin, read the inputs; print what was found.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Dry-run the config's plugin chain for one node: prints the resources as JSON, and per
+    /// plugin the instructions, peak memory and output size against its limits.
+    Run {
+        /// The config file whose chain and inputs to use.
+        #[arg(long)]
+        config: PathBuf,
+        /// The node, as YAML/JSON in Envoy's `Node` form (`id`, `cluster`, `metadata`, …).
+        #[arg(long)]
+        node: PathBuf,
+        /// An inputs directory (default: the config's).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+    },
+    /// Check a plugin file against the contract: a component, the contract's imports and
+    /// exports, and an `init` that accepts the given config.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The plugin config, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,28 +101,24 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
-        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Config(ConfigCommand::Check { file }) => runtime.block_on(config_check(&file)),
+        Command::Plugin(PluginCommand::Run { config, node, inputs }) => plugin_run(&config, &node, inputs.as_deref()),
+        Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, &config),
         Command::CheckResources { dir } => {
-            let groups = load_resource_dir(&dir)?;
-            for (group, set) in &groups {
-                println!(
-                    "{group}: {} resources, version {}",
-                    set.len(),
-                    set.version()
-                );
+            for (group, set) in load_resource_dir(&dir)? {
+                println!("{group}: {} resources, version {}", set.len(), set.version());
                 for r in set.iter() {
                     println!("  {} {} ({})", r.type_url(), r.name(), r.version());
                 }
@@ -90,47 +128,168 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cache = Cache::new();
-    if let Some(dir) = &args.resources {
-        let groups = load_resource_dir(dir).context("loading resources")?;
-        for (group, set) in groups {
-            tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
-            cache.set(&group, set);
-        }
+/// Loads every plugin of the config, in order; the first that fails stops everything with
+/// its name, file and reason.
+fn load_chain(config: &Config, engine: &PluginEngine) -> anyhow::Result<PluginChain> {
+    let mut plugins = Vec::new();
+    for p in &config.plugins {
+        let wasm = std::fs::read(&p.path).with_context(|| format!("plugin {}: cannot read {}", p.name, p.path.display()))?;
+        let plugin = Plugin::load(engine, &p.name, &wasm, &p.config_json(), p.limits)
+            .with_context(|| format!("plugin {} ({})", p.name, p.path.display()))?;
+        tracing::info!(plugin = %p.name, hash = plugin.hash(), "plugin loaded");
+        plugins.push(Arc::new(plugin));
     }
-    let builder = XdsServer::builder(cache);
-    let builder = match args.group_by {
+    Ok(PluginChain::new(plugins))
+}
+
+/// Reads the inputs directory once; returns the store and the source to keep watching.
+fn load_inputs(dir: Option<&Path>) -> anyhow::Result<(Arc<InputStore>, Option<DirSource>)> {
+    let store = Arc::new(InputStore::new());
+    let Some(dir) = dir else { return Ok((store, None)) };
+    let mut source = DirSource::new(dir, Arc::clone(&store))?;
+    let (_, errors) = source.scan();
+    for e in errors {
+        tracing::warn!(error = %e, "input file skipped until it parses");
+    }
+    Ok((store, Some(source)))
+}
+
+fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
+    let builder = XdsServer::builder(cache)
+        .limits(StreamLimits { max_names_per_type: config.xds.max_names_per_type, ..StreamLimits::default() })
+        .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms));
+    match config.xds.group_by {
+        GroupBy::Identity => builder.grouping(ByIdentity),
         GroupBy::NodeId => builder.grouping(ByNodeId),
         GroupBy::Cluster => builder.grouping(ByCluster),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cache = Cache::new();
+    let (builder, listen, _pipeline) = match (&args.config, &args.resources) {
+        (Some(path), _) => {
+            let config = Config::load(path)?;
+            let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let chain = load_chain(&config, &engine)?;
+            let (store, source) = load_inputs(config.inputs.dir.as_deref())?;
+            let options = PipelineOptions {
+                debounce: Duration::from_millis(config.pipeline.debounce_ms),
+                max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
+                ..PipelineOptions::default()
+            };
+            let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
+            if let Some(source) = source {
+                let p = pipeline.clone();
+                tokio::spawn(watch_dir(source, Duration::from_millis(250), move |keys| p.inputs_changed(keys)));
+            }
+            let builder = server_builder(&config, cache).observer(pipeline.clone());
+            (builder, config.xds.listen, Some(pipeline))
+        }
+        (None, Some(dir)) => {
+            for (group, set) in load_resource_dir(dir).context("loading resources")? {
+                tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
+                cache.set(&group, set);
+            }
+            let config = Config::default_for_resources();
+            (server_builder(&config, cache).grouping(ByNodeId), config.xds.listen, None)
+        }
+        (None, None) => anyhow::bail!("give --config FILE (plugins) or --resources DIR (static resources)"),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %args.listen, "serving xDS");
-    builder
-        .build()
-        .serve_with_shutdown(listener, shutdown_signal())
-        .await?;
+    let listen = args.listen.unwrap_or(listen);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %listen, "serving xDS");
+    builder.build().serve_with_shutdown(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+async fn config_check(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let chain = load_chain(&config, &engine)?;
+    let (store, _) = load_inputs(config.inputs.dir.as_deref())?;
+    println!("{}: ok", file.display());
+    println!("  xds: {} (group by {:?})", config.xds.listen, config.xds.group_by);
+    for p in chain.plugins() {
+        println!("  plugin {} {} (deadline {} ms, memory {} bytes)", p.name(), p.hash(), p.limits().deadline_ms, p.limits().memory_bytes);
+    }
+    println!("  inputs: {} documents", store.len());
+    Ok(())
+}
+
+fn plugin_check(file: &Path, config: &str) -> anyhow::Result<()> {
+    let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let plugin = Plugin::load(&engine, name, &wasm, &config, PluginLimits::default()).with_context(|| file.display().to_string())?;
+    println!("{}: ok, version {}", file.display(), plugin.hash());
+    Ok(())
+}
+
+fn plugin_run(config_path: &Path, node_path: &Path, inputs: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let engine = PluginEngine::new(EngineOptions { fuel: true, ..EngineOptions::default() }).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let chain = load_chain(&config, &engine)?;
+    let (store, _) = load_inputs(inputs.or(config.inputs.dir.as_deref()))?;
+    let node = read_node(node_path)?;
+    let schema = Schema::envoy()?;
+    let out = chain.run(&node, store)?;
+    let resources: Vec<serde_json::Value> = out
+        .resources
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "type_url": r.type_url(),
+                "name": r.name(),
+                "version": r.version(),
+                "resource": schema.to_json(r.type_url(), r.body()).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect();
+    let plugins: Vec<serde_json::Value> = out
+        .reports
+        .iter()
+        .zip(chain.plugins())
+        .map(|((name, report), plugin)| {
+            let limits = plugin.limits();
+            serde_json::json!({
+                "plugin": name,
+                "instructions": report.instructions,
+                "elapsed_us": report.elapsed.as_micros(),
+                "peak_memory_bytes": report.peak_memory,
+                "memory_limit_bytes": limits.memory_bytes,
+                "output_bytes": report.output_bytes,
+                "output_limit_bytes": limits.max_output_bytes,
+                "reads": report.reads.kinds.iter().map(|k| format!("{k}/*")).chain(report.reads.documents.iter().map(|(k, n)| format!("{k}/{n}"))).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "node": node.id, "resources": resources, "plugins": plugins }))?);
+    Ok(())
+}
+
+/// A node from YAML/JSON in Envoy's `Node` form.
+fn read_node(path: &Path) -> anyhow::Result<Node> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_yaml::from_str(&text).with_context(|| path.display().to_string())?;
+    let msg = Schema::envoy()?.from_json("type.googleapis.com/envoy.config.core.v3.Node", json).with_context(|| path.display().to_string())?;
+    Ok(prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice())?)
 }
 
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
     tracing::info!("shutting down");
 }

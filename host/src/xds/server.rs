@@ -34,6 +34,13 @@ where
     }
 }
 
+/// Told when a node opens a stream, so that its group can be computed if it has no resources
+/// yet. The plugin pipeline is one.
+pub trait NodeObserver: Send + Sync + 'static {
+    /// A node of `group` opened a stream. Must not block.
+    fn node_connected(&self, group: &str, node: &Node);
+}
+
 /// One group per node id: `Cache::set(node_id, …)` configures that node.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByNodeId;
@@ -41,6 +48,35 @@ pub struct ByNodeId;
 impl NodeGrouping for ByNodeId {
     fn group_of(&self, node: &Node) -> String {
         node.id.clone()
+    }
+}
+
+/// One group per node identity: everything a plugin can see of a node (id, cluster, locality,
+/// metadata, user agent, client features). Nodes that look the same to a plugin share one
+/// computation; the group name starts with the node id, for operators.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByIdentity;
+
+impl NodeGrouping for ByIdentity {
+    fn group_of(&self, node: &Node) -> String {
+        use prost::Message;
+        let identity = Node {
+            id: node.id.clone(),
+            cluster: node.cluster.clone(),
+            locality: node.locality.clone(),
+            metadata: node.metadata.clone(),
+            user_agent_name: node.user_agent_name.clone(),
+            user_agent_version_type: node.user_agent_version_type.clone(),
+            client_features: node.client_features.clone(),
+            ..Node::default()
+        };
+        // Struct fields are a map: encode them in key order so equal nodes hash equally.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&Node { metadata: None, ..identity.clone() }.encode_to_vec());
+        if let Some(m) = &identity.metadata {
+            h.update(crate::schema::struct_to_json(m).to_string().as_bytes());
+        }
+        format!("{}#{:016x}", node.id, h.digest())
     }
 }
 
@@ -59,6 +95,7 @@ impl NodeGrouping for ByCluster {
 pub(crate) struct Shared {
     pub(crate) cache: Cache,
     pub(crate) grouping: Box<dyn NodeGrouping>,
+    pub(crate) observer: Option<Box<dyn NodeObserver>>,
     pub(crate) nodes: Arc<NodeRegistry>,
     pub(crate) limits: StreamLimits,
     pub(crate) heartbeat_interval: Duration,
@@ -85,6 +122,7 @@ pub struct XdsServer {
 pub struct XdsServerBuilder {
     cache: Cache,
     grouping: Box<dyn NodeGrouping>,
+    observer: Option<Box<dyn NodeObserver>>,
     limits: StreamLimits,
     heartbeat_interval: Duration,
     max_message_bytes: usize,
@@ -95,6 +133,13 @@ impl XdsServerBuilder {
     #[must_use]
     pub fn grouping(mut self, grouping: impl NodeGrouping) -> Self {
         self.grouping = Box::new(grouping);
+        self
+    }
+
+    /// Who to tell when a node connects (the plugin pipeline, to compute its group).
+    #[must_use]
+    pub fn observer(mut self, observer: impl NodeObserver) -> Self {
+        self.observer = Some(Box::new(observer));
         self
     }
 
@@ -127,6 +172,7 @@ impl XdsServerBuilder {
             shared: Arc::new(Shared {
                 cache: self.cache,
                 grouping: self.grouping,
+                observer: self.observer,
                 nodes: Arc::new(NodeRegistry::default()),
                 limits: self.limits,
                 heartbeat_interval: self.heartbeat_interval,
@@ -142,6 +188,7 @@ impl XdsServer {
         XdsServerBuilder {
             cache,
             grouping: Box::new(ByNodeId),
+            observer: None,
             limits: StreamLimits::default(),
             heartbeat_interval: Duration::from_secs(10),
             max_message_bytes: 16 << 20,

@@ -99,6 +99,9 @@ impl Door {
             )));
         }
         let group = self.shared.grouping.group_of(node);
+        if let Some(observer) = &self.shared.observer {
+            observer.node_connected(&group, node);
+        }
         let set = self.shared.cache.get(&group).ok_or_else(|| {
             Status::unavailable(format!(
                 "no configuration is computed yet for node {} (group {group})",

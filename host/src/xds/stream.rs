@@ -52,6 +52,9 @@ where
             }
         };
         let group = shared.grouping.group_of(&node);
+        if let Some(observer) = &shared.observer {
+            observer.node_connected(&group, &node);
+        }
         let record = shared.nodes.open(&node.id, &group);
         let _gauge = StreamGauge::open(scope.label());
         tracing::debug!(node = %node.id, %group, mode = scope.label(), "stream opened");

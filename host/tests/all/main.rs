@@ -10,6 +10,8 @@
 )]
 
 mod cli;
+mod plugins_bad;
+mod plugins_runtime;
 mod protocol_delta;
 mod protocol_limits;
 mod protocol_sotw;

@@ -129,3 +129,14 @@ pub(crate) fn text_tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The wasm file of a plugin built by `make plugins` (`NX_PLUGIN_DIR`, or the workspace's
+/// own `target/wasm32-wasip2/release`).
+pub(crate) fn plugin_wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("NX_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip2/release"));
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} is missing: run `make plugins` first", path.display());
+    path
+}

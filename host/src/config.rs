@@ -1,0 +1,187 @@
+//! The server's config file (TOML): where to listen, how nodes group, which plugins run in
+//! which order with which limits, where inputs come from. Unknown keys are errors that name
+//! the key; relative paths are relative to the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::plugins::PluginLimits;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The xDS port.
+    #[serde(default)]
+    pub xds: XdsConfig,
+    /// Coalescing of input changes.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Where input documents come from.
+    #[serde(default)]
+    pub inputs: InputsConfig,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[xds]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdsConfig {
+    /// Listen address (default `127.0.0.1:18000`).
+    pub listen: SocketAddr,
+    /// `identity` (default: nodes with identical identity share one computation),
+    /// `node-id`, or `cluster`.
+    pub group_by: GroupBy,
+    /// Most names one stream may subscribe to per type (default 50,000).
+    pub max_names_per_type: usize,
+    /// Heartbeat period for resources with a TTL, in ms (default 10,000).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for XdsConfig {
+    fn default() -> Self {
+        XdsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 18000)),
+            group_by: GroupBy::Identity,
+            max_names_per_type: 50_000,
+            heartbeat_ms: 10_000,
+        }
+    }
+}
+
+/// How nodes map to groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupBy {
+    /// Everything a plugin can see of the node.
+    Identity,
+    /// `node.id`.
+    NodeId,
+    /// `node.cluster`.
+    Cluster,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Quiet time that ends a burst of input changes, in ms (default 100).
+    pub debounce_ms: u64,
+    /// Longest a change waits for its burst to end, in ms (default 1000).
+    pub max_delay_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { debounce_ms: 100, max_delay_ms: 1000 }
+    }
+}
+
+/// `[inputs]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsConfig {
+    /// A directory of YAML/JSON documents, each with `kind` and `name`.
+    pub dir: Option<PathBuf>,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Its name in logs, metrics and the admin API.
+    pub name: String,
+    /// The `.wasm` component.
+    pub path: PathBuf,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default = "empty_table")]
+    pub config: toml::Value,
+    /// Per-call limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(toml::Table::new())
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong (with the key and line for TOML errors).
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads and checks a config file; relative paths in it become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |reason: String| ConfigError { path: path.to_owned(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut names = std::collections::BTreeSet::new();
+        for p in &mut config.plugins {
+            if !names.insert(p.name.clone()) {
+                return Err(err(format!("two plugins are named {:?}", p.name)));
+            }
+            p.path = base.join(&p.path);
+        }
+        if let Some(dir) = &mut config.inputs.dir {
+            *dir = base.join(&*dir);
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// The defaults, for serving a static resource directory (no plugins).
+    pub fn default_for_resources() -> Self {
+        Config {
+            xds: XdsConfig::default(),
+            pipeline: PipelineConfig::default(),
+            inputs: InputsConfig::default(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// The plugin's config as JSON, for its `init`.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[xds]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("lisen") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_file_and_config_becomes_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[[plugins]]\nname = \"mesh\"\npath = \"mesh.wasm\"\nconfig = { listener_port = 10000 }\nlimits = { deadline_ms = 50 }\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.plugins[0].path, dir.path().join("mesh.wasm"));
+        assert_eq!(c.plugins[0].config_json()["listener_port"], 10000);
+        assert_eq!(c.plugins[0].limits.deadline_ms, 50);
+        assert_eq!(c.plugins[0].limits.memory_bytes, PluginLimits::default().memory_bytes);
+        assert_eq!(c.xds.group_by, GroupBy::Identity);
+    }
+}

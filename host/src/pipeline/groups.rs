@@ -1,0 +1,71 @@
+//! What the pipeline remembers per node group: a node to compute for, what the last good run
+//! read, and how the last run went.
+
+use std::time::SystemTime;
+
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use serde::Serialize;
+
+use crate::plugins::{PluginRunError, Reads};
+
+/// A node group as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupRecord {
+    /// The node the group is computed for (the first that connected).
+    pub(crate) node: Node,
+    /// What the last successful run read; `None` until one succeeded.
+    pub(crate) reads: Option<Reads>,
+    pub(crate) runs: u64,
+    pub(crate) failures: u64,
+    pub(crate) last_error: Option<PluginRunError>,
+    pub(crate) last_success: Option<SystemTime>,
+}
+
+impl GroupRecord {
+    pub(crate) fn new(node: Node) -> Self {
+        GroupRecord { node, reads: None, runs: 0, failures: 0, last_error: None, last_success: None }
+    }
+
+    /// Whether a change of `kind`/`name` makes this group's resources stale. A group that
+    /// never ran successfully depends on everything.
+    pub(crate) fn affected_by(&self, kind: &str, name: &str) -> bool {
+        self.reads.as_ref().is_none_or(|r| r.depends_on(kind, name))
+    }
+}
+
+/// What operators see of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: String,
+    /// The node it is computed for.
+    pub node_id: String,
+    /// Plugin chain runs.
+    pub runs: u64,
+    /// Runs that failed (the group kept its last good resources).
+    pub failures: u64,
+    /// The last failure, if the last run failed: plugin, node and message.
+    pub last_error: Option<String>,
+    /// The input documents and kinds the last good run read.
+    pub reads: Vec<String>,
+}
+
+impl GroupStatus {
+    pub(crate) fn of(group: &str, r: &GroupRecord) -> Self {
+        let reads = r
+            .reads
+            .as_ref()
+            .map(|reads| {
+                reads.kinds.iter().map(|k| format!("{k}/*")).chain(reads.documents.iter().map(|(k, n)| format!("{k}/{n}"))).collect()
+            })
+            .unwrap_or_default();
+        GroupStatus {
+            group: group.to_owned(),
+            node_id: r.node.id.clone(),
+            runs: r.runs,
+            failures: r.failures,
+            last_error: r.last_error.as_ref().map(ToString::to_string),
+            reads,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The plugin runtime: WebAssembly components that compute each node's resources, run in a
+//! sandbox (no files, sockets, environment or clocks) with per-call limits, chained into
+//! generators, transforms and validators.
+
+mod call;
+mod chain;
+mod engine;
+mod inputs;
+mod limits;
+mod plugin;
+
+/// The host side of the WIT contract in `proto/wit/plugin.wit`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../proto/wit",
+    });
+}
+
+pub use chain::{ChainOutput, PluginChain, PluginRunError};
+pub use engine::{EngineOptions, PluginEngine};
+pub use inputs::{Document, InputView, Reads, StaticInputs};
+pub use limits::PluginLimits;
+pub use plugin::{CallReport, Plugin, PluginFault, PluginLoadError};

@@ -1,0 +1,316 @@
+//! The corpus of bad plugins (real components built by `host/tests/bad-plugins/build.sh`):
+//! each misbehaviour gets its precise fault, and the runtime keeps serving afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nebucloud_xds::plugins::{
+    Plugin, PluginChain, PluginEngine, PluginFault, PluginLimits, PluginLoadError, StaticInputs,
+};
+use nebucloud_xds::Resource;
+use nebucloud_xds_proto::envoy::config::cluster::v3::Cluster;
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::type_url;
+
+use crate::plugins_runtime::{engine, services};
+use crate::support::plugin_wasm;
+
+/// What the `panic` build of `misbehave` panics with.
+const PANIC_MESSAGE: &str = "misbehave: deliberate panic in run";
+
+fn load(engine: &PluginEngine, name: &str, limits: PluginLimits) -> Arc<Plugin> {
+    let wasm = std::fs::read(plugin_wasm(name)).unwrap();
+    Arc::new(
+        Plugin::load(engine, name, &wasm, &serde_json::json!({}), limits)
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
+}
+
+fn load_err(engine: &PluginEngine, wasm: &[u8]) -> PluginLoadError {
+    let err = Plugin::load(
+        engine,
+        "refused",
+        wasm,
+        &serde_json::json!({}),
+        PluginLimits::default(),
+    )
+    .expect_err("the plugin must be refused");
+    eprintln!("refused: {err}");
+    err
+}
+
+fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        user_agent_name: "envoy".into(),
+        ..Node::default()
+    }
+}
+
+/// Runs `plugin` alone in a chain for `node_id`, which must fail; checks that the error names
+/// the plugin and the node, and returns the fault.
+fn fault(plugin: &Arc<Plugin>, node_id: &str) -> PluginFault {
+    let chain = PluginChain::new(vec![Arc::clone(plugin)]);
+    let err = chain
+        .run(&node(node_id), Arc::new(StaticInputs::new()))
+        .expect_err("the plugin must fail");
+    assert_eq!(
+        (err.plugin.as_str(), err.node.as_str()),
+        (plugin.name(), node_id)
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("plugin {} on node {node_id}: {}", plugin.name(), err.fault)
+    );
+    eprintln!("{err}");
+    err.fault
+}
+
+/// A good call on `good` (the pass-through build of `misbehave`): it gives back its input.
+fn assert_serves(good: &Plugin) {
+    let input = vec![Resource::from_message(
+        "web",
+        &Cluster {
+            name: "web".into(),
+            ..Cluster::default()
+        },
+    )];
+    let (out, _) = good
+        .call(&node("good-1"), &input, Arc::new(StaticInputs::new()))
+        .unwrap();
+    assert_eq!(out, input);
+}
+
+/// Each bad plugin fails twice (a failure leaves nothing behind that changes the next
+/// call), and a good plugin on the same engine serves after each failure.
+fn assert_fails_twice_and_engine_serves(
+    bad: &Arc<Plugin>,
+    good: &Plugin,
+    check: impl Fn(&PluginFault),
+) {
+    for node_id in ["node-1", "node-2"] {
+        check(&fault(bad, node_id));
+        assert_serves(good);
+    }
+}
+
+#[test]
+fn panic_is_a_trap_with_message_and_location_and_the_next_call_gets_a_fresh_instance() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-panic", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::Trap(m) = fault else {
+            panic!("expected a trap, got {fault:?}")
+        };
+        assert!(
+            m.contains(PANIC_MESSAGE) && m.contains("src/lib.rs:"),
+            "{m}"
+        );
+        assert!(m.starts_with("panicked at "), "{m}");
+    });
+}
+
+#[test]
+fn a_trapped_instance_is_dropped_and_the_same_plugin_serves_the_next_node() {
+    let engine = engine();
+    let chain = PluginChain::new(vec![
+        crate::plugins_runtime::load(&engine, "mesh", serde_json::json!({})),
+        load(&engine, "bad-panic-on-canary", PluginLimits::default()),
+    ]);
+    let inputs = Arc::new(services());
+    // The first run leaves a warm instance; the canary run takes it and traps it.
+    let before = chain.run(&node("envoy-1"), inputs.clone()).unwrap();
+    assert_eq!(
+        before.resources.of_type(type_url::CLUSTER).map(|c| c.len()),
+        Some(2)
+    );
+    let err = chain
+        .run(&node("canary-fail-1"), inputs.clone())
+        .unwrap_err();
+    assert_eq!(err.plugin, "bad-panic-on-canary");
+    let PluginFault::Trap(m) = &err.fault else {
+        panic!("expected a trap, got {err}")
+    };
+    assert!(
+        m.contains("deliberate panic on canary node canary-fail-1") && m.contains("src/lib.rs:"),
+        "{m}"
+    );
+    // Re-entering the trapped instance would trap again; a fresh one serves the same result.
+    let after = chain.run(&node("envoy-1"), inputs).unwrap();
+    assert_eq!(after.resources.version(), before.resources.version());
+}
+
+#[test]
+fn endless_loop_is_stopped_at_its_deadline() {
+    let engine = engine();
+    let limits = PluginLimits {
+        deadline_ms: 200,
+        ..PluginLimits::default()
+    };
+    let (bad, good) = (
+        load(&engine, "bad-endless-loop", limits),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    for node_id in ["node-1", "node-2"] {
+        let started = Instant::now();
+        assert_eq!(
+            fault(&bad, node_id),
+            PluginFault::Timeout(Duration::from_millis(200))
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(3),
+            "stopped after {elapsed:?}"
+        );
+        assert_serves(&good);
+    }
+}
+
+#[test]
+fn allocating_a_gibibyte_hits_the_memory_limit() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-alloc-1gib", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::MemoryLimit { limit, asked } = *fault else {
+            panic!("expected the memory limit, got {fault:?}")
+        };
+        assert_eq!(limit, 64 << 20);
+        assert!(asked > 1 << 30, "asked for {asked} bytes");
+    });
+}
+
+#[test]
+fn a_body_that_does_not_decode_is_invalid_output_naming_the_resource() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-garbage-body", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::InvalidOutput(m) = fault else {
+            panic!("expected invalid output, got {fault:?}")
+        };
+        assert!(
+            m.starts_with(&format!(
+                "\"garbage\": body of {} does not decode: ",
+                type_url::CLUSTER
+            )),
+            "{m}"
+        );
+    });
+}
+
+#[test]
+fn an_unknown_type_url_is_invalid_output_naming_it() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-unknown-type", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::InvalidOutput(
+                "\"unknown\" has type URL \"type.googleapis.com/envoy.config.cluster.v3.NoSuchMessage\", which names no Envoy API message".into()
+            )
+        );
+    });
+}
+
+#[test]
+fn duplicate_names_are_invalid_output_naming_the_name() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-duplicate-names", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::InvalidOutput(format!("duplicate {} named \"twin\"", type_url::CLUSTER))
+        );
+    });
+}
+
+#[test]
+fn output_over_the_limit_is_refused_with_its_size() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-oversized-output", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::OutputTooLarge { bytes, limit } = *fault else {
+            panic!("expected output too large, got {fault:?}")
+        };
+        assert_eq!(limit, 16 << 20);
+        assert!(bytes > 17 << 20 && bytes < (17 << 20) + 64, "{bytes} bytes");
+    });
+}
+
+#[test]
+fn a_foreign_import_is_refused_at_load_naming_it() {
+    let engine = engine();
+    let err = load_err(
+        &engine,
+        &std::fs::read(plugin_wasm("bad-foreign-import")).unwrap(),
+    );
+    assert_eq!(
+        err,
+        PluginLoadError::ForeignImport("evil:net/http@0.1.0".into())
+    );
+    assert!(
+        err.to_string()
+            .starts_with("imports `evil:net/http@0.1.0`, which the plugin contract does not offer"),
+        "{err}"
+    );
+    assert_serves(&load(&engine, "bad-none", PluginLimits::default()));
+}
+
+#[test]
+fn a_core_module_is_refused_as_not_a_component() {
+    // `(module (func (export "run") (result i32) i32.const 42))`: valid wasm, but no component.
+    const CORE: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // types: () -> i32
+        0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+        0x07, 0x07, 0x01, 0x03, b'r', b'u', b'n', 0x00, 0x00, // export "run" = func 0
+        0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x2a, 0x0b, // code: i32.const 42
+    ];
+    let engine = engine();
+    assert_eq!(
+        load_err(&engine, CORE),
+        PluginLoadError::NotAComponent("this is a core wasm module".into())
+    );
+    assert_serves(&load(&engine, "bad-none", PluginLimits::default()));
+}
+
+#[test]
+fn random_bytes_and_a_truncated_component_are_refused_as_not_a_component() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let component = std::fs::read(plugin_wasm("bad-none")).unwrap();
+    let engine = engine();
+    for wasm in [&random[..], &component[..component.len() / 2], &[]] {
+        let err = load_err(&engine, wasm);
+        assert!(matches!(err, PluginLoadError::NotAComponent(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("not a WebAssembly component ("),
+            "{err}"
+        );
+    }
+    assert_serves(&load(&engine, "bad-none", PluginLimits::default()));
+}

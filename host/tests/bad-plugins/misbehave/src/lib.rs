@@ -1,0 +1,146 @@
+//! A plugin that misbehaves on purpose, in the one way its Cargo feature selects; with no
+//! feature it passes its input through. `../build.sh` builds one component per feature.
+
+use std::hint::black_box;
+
+use nebucloud_xds_guest::prost::Name;
+use nebucloud_xds_guest::proto::envoy::config::cluster::v3::Cluster;
+use nebucloud_xds_guest::{export_plugin, Context, Resource, Result};
+
+/// The ways `run` can misbehave, one per Cargo feature of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// No feature: returns its input unchanged, a good plugin.
+    PassThrough,
+    /// `panic`: panics with [`PANIC_MESSAGE`].
+    Panic,
+    /// `endless-loop`: never returns.
+    EndlessLoop,
+    /// `alloc-1gib`: allocates 1 GiB and writes to every byte of it.
+    Alloc1Gib,
+    /// `garbage-body`: returns a Cluster whose body does not decode.
+    GarbageBody,
+    /// `unknown-type`: returns a resource whose type URL names no Envoy message.
+    UnknownType,
+    /// `duplicate-names`: returns two clusters with the same name.
+    DuplicateNames,
+    /// `oversized-output`: returns one valid Cluster of more than 17 MiB.
+    OversizedOutput,
+    /// `panic-on-canary`: panics when the node id contains `canary-fail`, else passes through.
+    PanicOnCanary,
+}
+
+/// What the `panic` build panics with.
+pub const PANIC_MESSAGE: &str = "misbehave: deliberate panic in run";
+
+/// This build's misbehaviour, chosen by its Cargo feature.
+pub const MISBEHAVIOUR: Misbehaviour = selected(&[
+    (cfg!(feature = "panic"), Misbehaviour::Panic),
+    (cfg!(feature = "endless-loop"), Misbehaviour::EndlessLoop),
+    (cfg!(feature = "alloc-1gib"), Misbehaviour::Alloc1Gib),
+    (cfg!(feature = "garbage-body"), Misbehaviour::GarbageBody),
+    (cfg!(feature = "unknown-type"), Misbehaviour::UnknownType),
+    (
+        cfg!(feature = "duplicate-names"),
+        Misbehaviour::DuplicateNames,
+    ),
+    (
+        cfg!(feature = "oversized-output"),
+        Misbehaviour::OversizedOutput,
+    ),
+    (
+        cfg!(feature = "panic-on-canary"),
+        Misbehaviour::PanicOnCanary,
+    ),
+]);
+
+/// The misbehaviour whose feature is on; two features on fail the build (a const panic).
+const fn selected(features: &[(bool, Misbehaviour)]) -> Misbehaviour {
+    let mut found = Misbehaviour::PassThrough;
+    let mut i = 0;
+    while i < features.len() {
+        if features[i].0 {
+            assert!(
+                matches!(found, Misbehaviour::PassThrough),
+                "misbehave: enable at most one misbehaviour feature"
+            );
+            found = features[i].1;
+        }
+        i += 1;
+    }
+    found
+}
+
+/// A Cluster body that cannot decode: field 1 (`name`, length-delimited) announces 100 bytes
+/// and only one follows.
+const GARBAGE_BODY: &[u8] = &[0x0a, 100, b'x'];
+
+/// More than the host's default output limit of 16 MiB, in one string field.
+const OVERSIZED_BYTES: usize = 17 << 20;
+
+/// The plugin: misbehaves as [`MISBEHAVIOUR`] says.
+pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resource>> {
+    match MISBEHAVIOUR {
+        Misbehaviour::PassThrough => {}
+        Misbehaviour::Panic => panic!("{PANIC_MESSAGE}"),
+        Misbehaviour::EndlessLoop => endless_loop(),
+        Misbehaviour::Alloc1Gib => {
+            black_box(touch_1gib());
+        }
+        Misbehaviour::GarbageBody => resources.push(Resource {
+            type_url: Cluster::type_url(),
+            name: "garbage".into(),
+            body: GARBAGE_BODY.to_vec(),
+        }),
+        Misbehaviour::UnknownType => resources.push(Resource {
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.NoSuchMessage".into(),
+            ..Resource::new("unknown", &cluster("unknown"))
+        }),
+        Misbehaviour::DuplicateNames => {
+            resources.push(Resource::new("twin", &cluster("twin")));
+            resources.push(Resource::new("twin", &cluster("twin")));
+        }
+        Misbehaviour::OversizedOutput => resources.push(oversized()),
+        Misbehaviour::PanicOnCanary => {
+            let node = &ctx.node().id;
+            if node.contains("canary-fail") {
+                panic!("misbehave: deliberate panic on canary node {node}");
+            }
+        }
+    }
+    Ok(resources)
+}
+
+export_plugin!(run);
+
+fn cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        ..Cluster::default()
+    }
+}
+
+fn endless_loop() -> ! {
+    let mut spins: u64 = 0;
+    loop {
+        // `black_box` hides the counter from the optimiser, so the loop does work it cannot
+        // prove useless and stays a real loop in the wasm.
+        spins = black_box(spins.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 GiB and writes every byte (not `vec![0; n]`, which may never touch its pages).
+fn touch_1gib() -> u64 {
+    let block = black_box(vec![0xa5_u8; 1 << 30]);
+    block.iter().step_by(4096).map(|&b| u64::from(b)).sum()
+}
+
+/// A valid Cluster over the output limit, built within a 64 MiB memory cap: the 17 MiB string
+/// and its 17 MiB encoding are alive together, nothing else is that large.
+fn oversized() -> Resource {
+    let cluster = Cluster {
+        alt_stat_name: "x".repeat(OVERSIZED_BYTES),
+        ..cluster("oversized")
+    };
+    Resource::new("oversized", &cluster)
+}
