@@ -88,3 +88,34 @@ tool-cargo-llvm-cov:
 		rustup component add llvm-tools-preview
 	@cargo llvm-cov --version 2>/dev/null | grep -qx 'cargo-llvm-cov $(CARGO_LLVM_COV_VERSION)' || \
 		cargo install --locked cargo-llvm-cov --version $(CARGO_LLVM_COV_VERSION)
+
+# ---- build, run, test --------------------------------------------------------------------------
+
+# Where plugin components go. Tests read them from here (NX_PLUGIN_DIR); the quickstart config
+# points here.
+PLUGIN_DIR   ?= $(CURDIR)/build/plugins
+CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+WASM_OUT     := $(CARGO_TARGET)/wasm32-wasip2/release
+
+.PHONY: plugins test-plugins run test test-only bench
+
+# The bundled plugins, built as a plugin author would: `cargo build --target wasm32-wasip2`.
+plugins: deps-wasm
+	cargo build --target wasm32-wasip2 --release -p mesh -p retries -p cluster-guard
+	mkdir -p $(PLUGIN_DIR)
+	cp $(WASM_OUT)/mesh.wasm $(WASM_OUT)/retries.wasm $(WASM_OUT)/cluster_guard.wasm $(PLUGIN_DIR)/
+
+# Plugins that only tests use: versions for hot reload, and the corpus of bad plugins.
+test-plugins: plugins
+	bash host/tests/test-plugins/build.sh $(PLUGIN_DIR)
+	bash host/tests/bad-plugins/build.sh $(PLUGIN_DIR)
+
+# Serves examples/quickstart: xDS on 127.0.0.1:18000, admin on 127.0.0.1:18001.
+run: plugins
+	cargo run --release -p nebucloud-xds -- serve --config examples/quickstart/config.toml
+
+# Everything CI checks: formatting, lints, docs, licenses, and every test with real clients.
+test: deps test-plugins lint deny test-only
+
+test-only:
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo test --workspace

@@ -18,7 +18,10 @@ impl Inputs for HostInputs {
     }
 
     fn list_json(&self, kind: &str) -> Vec<(String, String)> {
-        host::list(kind).into_iter().map(|d| (d.name, d.json)).collect()
+        host::list(kind)
+            .into_iter()
+            .map(|d| (d.name, d.json))
+            .collect()
     }
 }
 
@@ -27,7 +30,10 @@ impl Inputs for HostInputs {
 #[doc(hidden)]
 pub fn init(config: String) -> Result<(), String> {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         let payload = info
             .payload()
             .downcast_ref::<&str>()
@@ -53,7 +59,11 @@ pub fn run(
     let node = Node {
         id: node.id,
         cluster: node.cluster,
-        locality: node.locality.map(|l| Locality { region: l.region, zone: l.zone, sub_zone: l.sub_zone }),
+        locality: node.locality.map(|l| Locality {
+            region: l.region,
+            zone: l.zone,
+            sub_zone: l.sub_zone,
+        }),
         metadata: serde_json::from_str(&node.metadata_json).unwrap_or(serde_json::Value::Null),
         user_agent_name: node.user_agent_name,
         user_agent_version: node.user_agent_version,
@@ -61,14 +71,23 @@ pub fn run(
     };
     let resources = resources
         .into_iter()
-        .map(|r| Resource { type_url: r.type_url, name: r.name, body: r.body })
+        .map(|r| Resource {
+            type_url: r.type_url,
+            name: r.name,
+            body: r.body,
+        })
         .collect();
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let config = CONFIG.get().unwrap_or(&empty);
-    let out = plugin(&Context::new(&node, config, &HostInputs), resources).map_err(|e| e.to_string())?;
+    let out =
+        plugin(&Context::new(&node, config, &HostInputs), resources).map_err(|e| e.to_string())?;
     Ok(out
         .into_iter()
-        .map(|r| crate::bindings::Resource { type_url: r.type_url, name: r.name, body: r.body })
+        .map(|r| crate::bindings::Resource {
+            type_url: r.type_url,
+            name: r.name,
+            body: r.body,
+        })
         .collect())
 }
 

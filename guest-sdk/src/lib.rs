@@ -30,6 +30,8 @@ mod plugin;
 pub use export::{log, LogLevel};
 pub use nebucloud_xds_proto as proto;
 pub use nebucloud_xds_proto::prost;
-pub use plugin::{run_native, Context, Error, Inputs, Locality, MemoryInputs, Node, PluginFn, Resource, Result};
+pub use plugin::{
+    run_native, Context, Error, Inputs, Locality, MemoryInputs, Node, PluginFn, Resource, Result,
+};
 pub use serde;
 pub use serde_json;

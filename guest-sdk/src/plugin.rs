@@ -79,7 +79,9 @@ impl Node {
     /// Whether the node is a proxyless gRPC client (C-core, grpc-js, grpc-java, grpc-go),
     /// rather than Envoy: gRPC clients want API listeners named after their target.
     pub fn is_grpc(&self) -> bool {
-        self.user_agent_name.to_ascii_lowercase().starts_with("grpc")
+        self.user_agent_name
+            .to_ascii_lowercase()
+            .starts_with("grpc")
     }
 
     /// A metadata value decoded into `T`, if present.
@@ -107,7 +109,11 @@ pub struct Resource {
 impl Resource {
     /// A resource holding `message` under `name`, with the message's own type URL.
     pub fn new<M: Message + Name>(name: impl Into<String>, message: &M) -> Self {
-        Resource { type_url: M::type_url(), name: name.into(), body: message.encode_to_vec() }
+        Resource {
+            type_url: M::type_url(),
+            name: name.into(),
+            body: message.encode_to_vec(),
+        }
     }
 
     /// Whether this resource is a `M`.
@@ -120,9 +126,13 @@ impl Resource {
         if !self.is::<M>() {
             return Ok(None);
         }
-        M::decode(self.body.as_slice())
-            .map(Some)
-            .map_err(|e| Error::msg(format!("{} {:?} does not decode: {e}", M::full_name(), self.name)))
+        M::decode(self.body.as_slice()).map(Some).map_err(|e| {
+            Error::msg(format!(
+                "{} {:?} does not decode: {e}",
+                M::full_name(),
+                self.name
+            ))
+        })
     }
 }
 
@@ -150,7 +160,10 @@ impl MemoryInputs {
     #[must_use]
     pub fn with(mut self, kind: &str, name: &str, doc: &impl serde::Serialize) -> Self {
         let json = serde_json::to_string(doc).unwrap_or_else(|_| "null".to_owned());
-        self.docs.entry(kind.to_owned()).or_default().insert(name.to_owned(), json);
+        self.docs
+            .entry(kind.to_owned())
+            .or_default()
+            .insert(name.to_owned(), json);
         self
     }
 }
@@ -161,7 +174,10 @@ impl Inputs for MemoryInputs {
     }
 
     fn list_json(&self, kind: &str) -> Vec<(String, String)> {
-        self.docs.get(kind).map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+        self.docs
+            .get(kind)
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -175,7 +191,11 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// A context over explicit parts (the export glue and native tests build these).
     pub fn new(node: &'a Node, config: &'a serde_json::Value, inputs: &'a dyn Inputs) -> Self {
-        Context { node, config, inputs }
+        Context {
+            node,
+            config,
+            inputs,
+        }
     }
 
     /// The node being computed.
@@ -186,7 +206,8 @@ impl<'a> Context<'a> {
     /// The plugin's configuration (the `config` table of its entry in the server config),
     /// decoded into `T`.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.config.clone()).map_err(|e| Error::msg(format!("plugin config: {e}")))
+        serde_json::from_value(self.config.clone())
+            .map_err(|e| Error::msg(format!("plugin config: {e}")))
     }
 
     /// The input document `kind`/`name` decoded into `T`, if it exists. The host records the

@@ -16,6 +16,12 @@ pub struct Config {
     /// The xDS port.
     #[serde(default)]
     pub xds: XdsConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Hot reload of plugin files.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Coalescing of input changes.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -53,6 +59,46 @@ impl Default for XdsConfig {
     }
 }
 
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of the admin HTTP API (default `127.0.0.1:18001`; keep it on loopback
+    /// or behind authentication: it can reload plugins).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 18001)),
+        }
+    }
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload a plugin when its file changes (default true).
+    pub watch: bool,
+    /// How often plugin files are checked, in ms (default 250).
+    pub interval_ms: u64,
+    /// How long a changed file must stay unchanged before it is loaded, in ms (default
+    /// 1000): a file still being written is never loaded.
+    pub settle_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            interval_ms: 250,
+            settle_ms: 1000,
+        }
+    }
+}
+
 /// How nodes map to groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,7 +123,10 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { debounce_ms: 100, max_delay_ms: 1000 }
+        PipelineConfig {
+            debounce_ms: 100,
+            max_delay_ms: 1000,
+        }
     }
 }
 
@@ -87,6 +136,74 @@ impl Default for PipelineConfig {
 pub struct InputsConfig {
     /// A directory of YAML/JSON documents, each with `kind` and `name`.
     pub dir: Option<PathBuf>,
+    /// An etcd prefix whose keys each hold such documents.
+    pub etcd: Option<EtcdConfig>,
+    /// A Kubernetes cluster's objects, as `k8s/<Kind>` documents plus mesh `Service`s.
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// `[inputs.etcd]`: `etcd = { endpoints = ["127.0.0.1:2379"], prefix = "/nebucloud-xds/" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// The cluster's client endpoints, `host:port` or `http://host:port`; at least one.
+    pub endpoints: Vec<String>,
+    /// Every key under this prefix is read (required: an empty one would read all of etcd).
+    pub prefix: String,
+}
+
+/// `[inputs.kubernetes]`: `kubernetes = { namespaces = ["shop"], default_namespace = "default",
+/// custom = [{ group = "example.com", version = "v1", kind = "Widget", plural = "widgets" }] }`.
+/// The client comes from the environment: in-cluster service account, or `KUBECONFIG`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The namespaces to watch; empty (the default) watches every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Services in this namespace get bare mesh names (`greeter`); those elsewhere are
+    /// `<namespace>.<name>` (default `default`).
+    #[serde(default = "default_namespace")]
+    pub default_namespace: String,
+    /// Custom resource kinds to watch besides Services, EndpointSlices and ConfigMaps.
+    #[serde(default)]
+    pub custom: Vec<CustomResourceKind>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespaces: Vec::new(),
+            default_namespace: default_namespace(),
+            custom: Vec::new(),
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+/// A custom resource kind to watch, as its CRD names it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomResourceKind {
+    /// API group, e.g. `gateway.networking.k8s.io` (empty for the core group).
+    pub group: String,
+    /// API version, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `HTTPRoute`; documents are `k8s/<kind>`.
+    pub kind: String,
+    /// Plural resource name in URLs, e.g. `httproutes`.
+    pub plural: String,
+    /// Whether objects live in namespaces (default true); cluster-scoped kinds are watched
+    /// cluster-wide whatever `namespaces` says.
+    #[serde(default = "yes")]
+    pub namespaced: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One `[[plugins]]` entry.
@@ -122,7 +239,10 @@ pub struct ConfigError {
 impl Config {
     /// Reads and checks a config file; relative paths in it become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |reason: String| ConfigError { path: path.to_owned(), reason };
+        let err = |reason: String| ConfigError {
+            path: path.to_owned(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -136,6 +256,13 @@ impl Config {
         if let Some(dir) = &mut config.inputs.dir {
             *dir = base.join(&*dir);
         }
+        if let Some(etcd) = &config.inputs.etcd {
+            if etcd.endpoints.is_empty() {
+                return Err(err(
+                    "inputs.etcd.endpoints is empty: give at least one".into()
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -145,6 +272,8 @@ impl Config {
     pub fn default_for_resources() -> Self {
         Config {
             xds: XdsConfig::default(),
+            admin: AdminConfig::default(),
+            reload: ReloadConfig::default(),
             pipeline: PipelineConfig::default(),
             inputs: InputsConfig::default(),
             plugins: Vec::new(),
@@ -164,6 +293,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kubernetes_input_takes_namespaces_a_default_namespace_and_custom_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).map_err(|e| e.to_string())
+        };
+        assert!(load("").unwrap().inputs.kubernetes.is_none());
+        assert_eq!(
+            load("[inputs.kubernetes]\n").unwrap().inputs.kubernetes,
+            Some(KubernetesConfig::default())
+        );
+        let c = load(concat!(
+            "[inputs]\nkubernetes = { namespaces = [\"shop\", \"default\"], default_namespace = \"shop\", ",
+            "custom = [{ group = \"example.com\", version = \"v1\", kind = \"Widget\", plural = \"widgets\" }] }\n",
+        ))
+        .unwrap();
+        let k = c.inputs.kubernetes.unwrap();
+        assert_eq!(k.namespaces, ["shop", "default"]);
+        assert_eq!(k.default_namespace, "shop");
+        let widget = CustomResourceKind {
+            group: "example.com".into(),
+            version: "v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+            namespaced: true,
+        };
+        assert_eq!(k.custom, [widget]);
+        let e = load("[inputs.kubernetes]\nnamespace = [\"a\"]\n").unwrap_err();
+        assert!(e.contains("namespace"), "{e}");
+        let e =
+            load("[[inputs.kubernetes.custom]]\ngroup = \"g\"\nversion = \"v1\"\nkind = \"K\"\n")
+                .unwrap_err();
+        assert!(e.contains("plural"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -181,7 +347,35 @@ mod tests {
         assert_eq!(c.plugins[0].path, dir.path().join("mesh.wasm"));
         assert_eq!(c.plugins[0].config_json()["listener_port"], 10000);
         assert_eq!(c.plugins[0].limits.deadline_ms, 50);
-        assert_eq!(c.plugins[0].limits.memory_bytes, PluginLimits::default().memory_bytes);
+        assert_eq!(
+            c.plugins[0].limits.memory_bytes,
+            PluginLimits::default().memory_bytes
+        );
         assert_eq!(c.xds.group_by, GroupBy::Identity);
+    }
+
+    #[test]
+    fn an_etcd_input_needs_endpoints_and_a_prefix_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).map_err(|e| e.to_string())
+        };
+        let c = load("[inputs]\netcd = { endpoints = [\"127.0.0.1:2379\"], prefix = \"/nx/\" }\n")
+            .unwrap();
+        let etcd = c.inputs.etcd.unwrap();
+        assert_eq!(
+            (etcd.endpoints, etcd.prefix),
+            (vec!["127.0.0.1:2379".to_owned()], "/nx/".to_owned())
+        );
+        assert!(load("").unwrap().inputs.etcd.is_none());
+        let e =
+            load("[inputs.etcd]\nendpoints = [\"a:1\"]\nprefix = \"/\"\nprefx = 1\n").unwrap_err();
+        assert!(e.contains("prefx"), "{e}");
+        let e = load("[inputs.etcd]\nendpoints = [\"a:1\"]\n").unwrap_err();
+        assert!(e.contains("prefix"), "{e}");
+        let e = load("[inputs.etcd]\nendpoints = []\nprefix = \"/\"\n").unwrap_err();
+        assert!(e.contains("inputs.etcd.endpoints"), "{e}");
     }
 }

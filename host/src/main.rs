@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use nebucloud_xds::admin::{router, AdminState, Readiness};
 use nebucloud_xds::cache::load_resource_dir;
 use nebucloud_xds::config::{Config, GroupBy};
 use nebucloud_xds::inputs::{watch_dir, DirSource, InputStore};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
-use nebucloud_xds::plugins::{EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits};
+use nebucloud_xds::plugins::{
+    watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits,
+    PluginSlots, SlotSpec,
+};
 use nebucloud_xds::schema::Schema;
 use nebucloud_xds::xds::{ByCluster, ByIdentity, ByNodeId, StreamLimits, XdsServerBuilder};
 use nebucloud_xds::{Cache, XdsServer};
@@ -58,6 +62,9 @@ struct ServeArgs {
     /// Address of the xDS gRPC port (overrides the config file).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of the admin HTTP API (overrides the config file).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -105,20 +112,32 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Config(ConfigCommand::Check { file }) => runtime.block_on(config_check(&file)),
-        Command::Plugin(PluginCommand::Run { config, node, inputs }) => plugin_run(&config, &node, inputs.as_deref()),
+        Command::Plugin(PluginCommand::Run {
+            config,
+            node,
+            inputs,
+        }) => plugin_run(&config, &node, inputs.as_deref()),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, &config),
         Command::CheckResources { dir } => {
             for (group, set) in load_resource_dir(&dir)? {
-                println!("{group}: {} resources, version {}", set.len(), set.version());
+                println!(
+                    "{group}: {} resources, version {}",
+                    set.len(),
+                    set.version()
+                );
                 for r in set.iter() {
                     println!("  {} {} ({})", r.type_url(), r.name(), r.version());
                 }
@@ -130,22 +149,40 @@ fn main() -> anyhow::Result<()> {
 
 /// Loads every plugin of the config, in order; the first that fails stops everything with
 /// its name, file and reason.
-fn load_chain(config: &Config, engine: &PluginEngine) -> anyhow::Result<PluginChain> {
+fn load_plugins(config: &Config, engine: &PluginEngine) -> anyhow::Result<Vec<SlotSpec>> {
     let mut plugins = Vec::new();
     for p in &config.plugins {
-        let wasm = std::fs::read(&p.path).with_context(|| format!("plugin {}: cannot read {}", p.name, p.path.display()))?;
+        let wasm = std::fs::read(&p.path)
+            .with_context(|| format!("plugin {}: cannot read {}", p.name, p.path.display()))?;
         let plugin = Plugin::load(engine, &p.name, &wasm, &p.config_json(), p.limits)
             .with_context(|| format!("plugin {} ({})", p.name, p.path.display()))?;
         tracing::info!(plugin = %p.name, hash = plugin.hash(), "plugin loaded");
-        plugins.push(Arc::new(plugin));
+        plugins.push(SlotSpec {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            config: p.config_json(),
+            limits: p.limits,
+            plugin: Arc::new(plugin),
+        });
     }
-    Ok(PluginChain::new(plugins))
+    Ok(plugins)
+}
+
+fn load_chain(config: &Config, engine: &PluginEngine) -> anyhow::Result<PluginChain> {
+    Ok(PluginChain::new(
+        load_plugins(config, engine)?
+            .into_iter()
+            .map(|s| s.plugin)
+            .collect(),
+    ))
 }
 
 /// Reads the inputs directory once; returns the store and the source to keep watching.
 fn load_inputs(dir: Option<&Path>) -> anyhow::Result<(Arc<InputStore>, Option<DirSource>)> {
     let store = Arc::new(InputStore::new());
-    let Some(dir) = dir else { return Ok((store, None)) };
+    let Some(dir) = dir else {
+        return Ok((store, None));
+    };
     let mut source = DirSource::new(dir, Arc::clone(&store))?;
     let (_, errors) = source.scan();
     for e in errors {
@@ -156,7 +193,10 @@ fn load_inputs(dir: Option<&Path>) -> anyhow::Result<(Arc<InputStore>, Option<Di
 
 fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
     let builder = XdsServer::builder(cache)
-        .limits(StreamLimits { max_names_per_type: config.xds.max_names_per_type, ..StreamLimits::default() })
+        .limits(StreamLimits {
+            max_names_per_type: config.xds.max_names_per_type,
+            ..StreamLimits::default()
+        })
         .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms));
     match config.xds.group_by {
         GroupBy::Identity => builder.grouping(ByIdentity),
@@ -166,52 +206,110 @@ fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     let cache = Cache::new();
-    let (builder, listen, _pipeline) = match (&args.config, &args.resources) {
-        (Some(path), _) => {
-            let config = Config::load(path)?;
-            let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            let chain = load_chain(&config, &engine)?;
-            let (store, source) = load_inputs(config.inputs.dir.as_deref())?;
-            let options = PipelineOptions {
-                debounce: Duration::from_millis(config.pipeline.debounce_ms),
-                max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
-                ..PipelineOptions::default()
-            };
-            let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
-            if let Some(source) = source {
-                let p = pipeline.clone();
-                tokio::spawn(watch_dir(source, Duration::from_millis(250), move |keys| p.inputs_changed(keys)));
-            }
-            let builder = server_builder(&config, cache).observer(pipeline.clone());
-            (builder, config.xds.listen, Some(pipeline))
+    let readiness = Arc::new(Readiness::new());
+    let config = match (&args.config, &args.resources) {
+        (Some(path), _) => Config::load(path)?,
+        (None, Some(_)) => Config::default_for_resources(),
+        (None, None) => {
+            anyhow::bail!("give --config FILE (plugins) or --resources DIR (static resources)")
         }
-        (None, Some(dir)) => {
-            for (group, set) in load_resource_dir(dir).context("loading resources")? {
-                tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
-                cache.set(&group, set);
-            }
-            let config = Config::default_for_resources();
-            (server_builder(&config, cache).grouping(ByNodeId), config.xds.listen, None)
-        }
-        (None, None) => anyhow::bail!("give --config FILE (plugins) or --resources DIR (static resources)"),
     };
-    let listen = args.listen.unwrap_or(listen);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let (builder, pipeline, slots) = if let Some(dir) = &args.resources {
+        for (group, set) in load_resource_dir(dir).context("loading resources")? {
+            tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
+            cache.set(&group, set);
+        }
+        (
+            server_builder(&config, cache).grouping(ByNodeId),
+            None,
+            None,
+        )
+    } else {
+        let engine =
+            PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let specs = load_plugins(&config, &engine)?;
+        let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
+        readiness.set("inputs", false);
+        let (store, source) = load_inputs(config.inputs.dir.as_deref())?;
+        let options = PipelineOptions {
+            debounce: Duration::from_millis(config.pipeline.debounce_ms),
+            max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
+            ..PipelineOptions::default()
+        };
+        let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
+        readiness.set("inputs", true);
+        if let Some(source) = source {
+            let p = pipeline.clone();
+            tokio::spawn(watch_dir(source, Duration::from_millis(250), move |keys| {
+                p.inputs_changed(keys)
+            }));
+        }
+        let slots = PluginSlots::new(engine, pipeline.clone(), specs);
+        if config.reload.watch {
+            tokio::spawn(watch_plugin_files(
+                slots.clone(),
+                Duration::from_millis(config.reload.interval_ms),
+                Duration::from_millis(config.reload.settle_ms),
+            ));
+        }
+        (
+            server_builder(&config, cache).observer(pipeline.clone()),
+            Some(pipeline),
+            Some(slots),
+        )
+    };
+    let server = builder.build();
+    let admin = AdminState {
+        server: server.clone(),
+        pipeline,
+        plugins: slots,
+        metrics: Some(metrics),
+        readiness,
+    };
+    let admin_addr = args.admin_listen.unwrap_or(config.admin.listen);
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
+    tracing::info!(addr = %admin_listener.local_addr()?, "serving the admin API");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, router(admin)).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    let listen = args.listen.unwrap_or(config.xds.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listen, "serving xDS");
-    builder.build().serve_with_shutdown(listener, shutdown_signal()).await?;
+    server
+        .serve_with_shutdown(listener, shutdown_signal())
+        .await?;
     Ok(())
 }
 
 async fn config_check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let engine =
+        PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let chain = load_chain(&config, &engine)?;
     let (store, _) = load_inputs(config.inputs.dir.as_deref())?;
     println!("{}: ok", file.display());
-    println!("  xds: {} (group by {:?})", config.xds.listen, config.xds.group_by);
+    println!(
+        "  xds: {} (group by {:?})",
+        config.xds.listen, config.xds.group_by
+    );
     for p in chain.plugins() {
-        println!("  plugin {} {} (deadline {} ms, memory {} bytes)", p.name(), p.hash(), p.limits().deadline_ms, p.limits().memory_bytes);
+        println!(
+            "  plugin {} {} (deadline {} ms, memory {} bytes)",
+            p.name(),
+            p.hash(),
+            p.limits().deadline_ms,
+            p.limits().memory_bytes
+        );
     }
     println!("  inputs: {} documents", store.len());
     Ok(())
@@ -220,16 +318,25 @@ async fn config_check(file: &Path) -> anyhow::Result<()> {
 fn plugin_check(file: &Path, config: &str) -> anyhow::Result<()> {
     let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let engine = PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-    let plugin = Plugin::load(&engine, name, &wasm, &config, PluginLimits::default()).with_context(|| file.display().to_string())?;
+    let engine =
+        PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let plugin = Plugin::load(&engine, name, &wasm, &config, PluginLimits::default())
+        .with_context(|| file.display().to_string())?;
     println!("{}: ok, version {}", file.display(), plugin.hash());
     Ok(())
 }
 
 fn plugin_run(config_path: &Path, node_path: &Path, inputs: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let engine = PluginEngine::new(EngineOptions { fuel: true, ..EngineOptions::default() }).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let engine = PluginEngine::new(EngineOptions {
+        fuel: true,
+        ..EngineOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let chain = load_chain(&config, &engine)?;
     let (store, _) = load_inputs(inputs.or(config.inputs.dir.as_deref()))?;
     let node = read_node(node_path)?;
@@ -265,16 +372,27 @@ fn plugin_run(config_path: &Path, node_path: &Path, inputs: Option<&Path>) -> an
             })
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "node": node.id, "resources": resources, "plugins": plugins }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({ "node": node.id, "resources": resources, "plugins": plugins })
+        )?
+    );
     Ok(())
 }
 
 /// A node from YAML/JSON in Envoy's `Node` form.
 fn read_node(path: &Path) -> anyhow::Result<Node> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value = serde_yaml::from_str(&text).with_context(|| path.display().to_string())?;
-    let msg = Schema::envoy()?.from_json("type.googleapis.com/envoy.config.core.v3.Node", json).with_context(|| path.display().to_string())?;
-    Ok(prost::Message::decode(prost::Message::encode_to_vec(&msg).as_slice())?)
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_yaml::from_str(&text).with_context(|| path.display().to_string())?;
+    let msg = Schema::envoy()?
+        .from_json("type.googleapis.com/envoy.config.core.v3.Node", json)
+        .with_context(|| path.display().to_string())?;
+    Ok(prost::Message::decode(
+        prost::Message::encode_to_vec(&msg).as_slice(),
+    )?)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -131,25 +131,36 @@ impl Schema {
         json: serde_json::Value,
     ) -> Result<DynamicMessage, SchemaError> {
         DynamicMessage::deserialize(self.message(type_url)?, json).map_err(|e| {
-            SchemaError::BadJson { what: type_url.to_owned(), reason: e.to_string() }
+            SchemaError::BadJson {
+                what: type_url.to_owned(),
+                reason: e.to_string(),
+            }
         })
     }
 }
 
 /// A `google.protobuf.Struct` (node metadata) as JSON.
 pub fn struct_to_json(s: &nebucloud_xds_proto::google::protobuf::Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 fn value_to_json(v: &nebucloud_xds_proto::google::protobuf::Value) -> serde_json::Value {
     use nebucloud_xds_proto::google::protobuf::value::Kind;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(Kind::StructValue(s)) => struct_to_json(s),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
     }
 }
 

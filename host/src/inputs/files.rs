@@ -25,7 +25,10 @@ pub struct DocumentFileError {
 /// Parses one file's text: YAML (or JSON) with one document, several `---`-separated ones, or
 /// a list. Each must be a mapping with string `kind` and `name`.
 pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Document>, DocumentFileError> {
-    let err = |reason: String| DocumentFileError { path: path.to_owned(), reason };
+    let err = |reason: String| DocumentFileError {
+        path: path.to_owned(),
+        reason,
+    };
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize(de).map_err(|e| err(e.to_string()))?;
@@ -35,11 +38,23 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Document>, Documen
             one => vec![one],
         };
         for item in items {
-            let field = |f: &str| item.get(f).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
-            let (Some(kind), Some(name)) = (field("kind"), field("name")) else {
-                return Err(err(format!("document {} has no string `kind` and `name`", i + 1)));
+            let field = |f: &str| {
+                item.get(f)
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
             };
-            out.push(Document { kind, name, json: item.to_string().into() });
+            let (Some(kind), Some(name)) = (field("kind"), field("name")) else {
+                return Err(err(format!(
+                    "document {} has no string `kind` and `name`",
+                    i + 1
+                )));
+            };
+            out.push(Document {
+                kind,
+                name,
+                json: item.to_string().into(),
+            });
         }
     }
     Ok(out)
@@ -57,9 +72,16 @@ impl DirSource {
     /// A source for `dir`, which must exist.
     pub fn new(dir: &Path, store: Arc<InputStore>) -> Result<Self, DocumentFileError> {
         if !dir.is_dir() {
-            return Err(DocumentFileError { path: dir.to_owned(), reason: "not a directory".into() });
+            return Err(DocumentFileError {
+                path: dir.to_owned(),
+                reason: "not a directory".into(),
+            });
         }
-        Ok(DirSource { dir: dir.to_owned(), store, seen: BTreeMap::new() })
+        Ok(DirSource {
+            dir: dir.to_owned(),
+            store,
+            seen: BTreeMap::new(),
+        })
     }
 
     /// Reads what changed since the last scan into the store; returns the changed keys and the
@@ -69,13 +91,18 @@ impl DirSource {
         let mut errors = Vec::new();
         let mut present = BTreeMap::new();
         for path in files_under(&self.dir) {
-            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
+            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+                continue;
+            };
             present.insert(path.clone(), modified);
             if self.seen.get(&path) == Some(&modified) {
                 continue;
             }
             let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| DocumentFileError { path: path.clone(), reason: e.to_string() })
+                .map_err(|e| DocumentFileError {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
                 .and_then(|text| parse_documents(&path, &text));
             match parsed {
                 Ok(docs) => changed.extend(self.store.replace_source(&source_name(&path), docs)),
@@ -109,16 +136,24 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
-            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(p);
             }
         }
@@ -130,7 +165,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Scans `source` every `interval` and calls `on_change` with the keys that changed. Polling
 /// (not inotify) so that editors' rename-into-place saves and network filesystems behave the
 /// same; the interval bounds the latency.
-pub async fn watch_dir(mut source: DirSource, interval: Duration, on_change: impl Fn(Vec<(String, String)>) + Send + 'static) {
+pub async fn watch_dir(
+    mut source: DirSource,
+    interval: Duration,
+    on_change: impl Fn(Vec<(String, String)>) + Send + 'static,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -150,11 +189,22 @@ mod tests {
     #[test]
     fn documents_need_kind_and_name_and_errors_give_file_and_line() {
         let p = Path::new("svc.yaml");
-        let docs = parse_documents(p, "kind: Service\nname: a\n---\n- {kind: Service, name: b}\n").unwrap();
-        assert_eq!(docs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
-        let e = parse_documents(p, "kind: Service\nname: [a\n").unwrap_err().to_string();
+        let docs = parse_documents(
+            p,
+            "kind: Service\nname: a\n---\n- {kind: Service, name: b}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            docs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+        let e = parse_documents(p, "kind: Service\nname: [a\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("svc.yaml") && e.contains("line"), "{e}");
-        let e = parse_documents(p, "kind: Service\n").unwrap_err().to_string();
+        let e = parse_documents(p, "kind: Service\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`kind` and `name`"), "{e}");
     }
 
@@ -171,7 +221,11 @@ mod tests {
         let (changed, errors) = src.scan();
         assert!(changed.is_empty());
         assert!(errors[0].to_string().contains("a.yaml"));
-        assert!(store.get("Service", "a").unwrap().json.contains("\"port\":1"));
+        assert!(store
+            .get("Service", "a")
+            .unwrap()
+            .json
+            .contains("\"port\":1"));
         std::fs::remove_file(&f).unwrap();
         assert_eq!(src.scan().0.len(), 1);
         assert!(store.get("Service", "a").is_none());

@@ -27,7 +27,9 @@ impl InputStore {
     /// Replaces everything `source` contributed by `docs` (a source's full snapshot, e.g. one
     /// file). Returns the keys whose content changed, appeared or disappeared.
     pub fn replace_source(&self, source: &str, docs: Vec<Document>) -> Vec<(String, String)> {
-        let Ok(mut map) = self.docs.write() else { return Vec::new() };
+        let Ok(mut map) = self.docs.write() else {
+            return Vec::new();
+        };
         let mut changed = Vec::new();
         let mut fresh: BTreeMap<(String, String), Arc<str>> = BTreeMap::new();
         for d in docs {
@@ -45,7 +47,13 @@ impl InputStore {
             let same = map.get(&key).is_some_and(|s| s.json == json);
             if !same {
                 changed.push(key.clone());
-                map.insert(key, Stored { json, source: Arc::clone(&source) });
+                map.insert(
+                    key,
+                    Stored {
+                        json,
+                        source: Arc::clone(&source),
+                    },
+                );
             }
         }
         metrics::gauge!("input_documents").set(map.len() as f64);
@@ -69,14 +77,24 @@ impl InputView for InputStore {
     fn get(&self, kind: &str, name: &str) -> Option<Document> {
         let map = self.docs.read().ok()?;
         let s = map.get(&(kind.to_owned(), name.to_owned()))?;
-        Some(Document { kind: kind.to_owned(), name: name.to_owned(), json: Arc::clone(&s.json) })
+        Some(Document {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            json: Arc::clone(&s.json),
+        })
     }
 
     fn list(&self, kind: &str) -> Vec<Document> {
-        let Ok(map) = self.docs.read() else { return Vec::new() };
+        let Ok(map) = self.docs.read() else {
+            return Vec::new();
+        };
         map.range((kind.to_owned(), String::new())..)
             .take_while(|((k, _), _)| k == kind)
-            .map(|((k, n), s)| Document { kind: k.clone(), name: n.clone(), json: Arc::clone(&s.json) })
+            .map(|((k, n), s)| Document {
+                kind: k.clone(),
+                name: n.clone(),
+                json: Arc::clone(&s.json),
+            })
             .collect()
     }
 }
@@ -86,15 +104,25 @@ mod tests {
     use super::*;
 
     fn doc(kind: &str, name: &str, json: &str) -> Document {
-        Document { kind: kind.into(), name: name.into(), json: json.into() }
+        Document {
+            kind: kind.into(),
+            name: name.into(),
+            json: json.into(),
+        }
     }
 
     #[test]
     fn a_source_snapshot_reports_exactly_what_changed() {
         let s = InputStore::new();
-        let c = s.replace_source("a.yaml", vec![doc("Service", "x", "1"), doc("Service", "y", "1")]);
+        let c = s.replace_source(
+            "a.yaml",
+            vec![doc("Service", "x", "1"), doc("Service", "y", "1")],
+        );
         assert_eq!(c.len(), 2);
-        let c = s.replace_source("a.yaml", vec![doc("Service", "x", "1"), doc("Service", "y", "2")]);
+        let c = s.replace_source(
+            "a.yaml",
+            vec![doc("Service", "x", "1"), doc("Service", "y", "2")],
+        );
         assert_eq!(c, vec![("Service".to_owned(), "y".to_owned())]);
         let c = s.replace_source("a.yaml", vec![doc("Service", "x", "1")]);
         assert_eq!(c, vec![("Service".to_owned(), "y".to_owned())]);
@@ -102,6 +130,8 @@ mod tests {
         s.replace_source("b.yaml", vec![doc("Other", "z", "1")]);
         assert_eq!(s.list("Service").len(), 1);
         assert_eq!(s.list("Other").len(), 1);
-        assert!(s.replace_source("a.yaml", vec![doc("Service", "x", "1")]).is_empty());
+        assert!(s
+            .replace_source("a.yaml", vec![doc("Service", "x", "1")])
+            .is_empty());
     }
 }

@@ -23,7 +23,14 @@ pub(crate) struct GroupRecord {
 
 impl GroupRecord {
     pub(crate) fn new(node: Node) -> Self {
-        GroupRecord { node, reads: None, runs: 0, failures: 0, last_error: None, last_success: None }
+        GroupRecord {
+            node,
+            reads: None,
+            runs: 0,
+            failures: 0,
+            last_error: None,
+            last_success: None,
+        }
     }
 
     /// Whether a change of `kind`/`name` makes this group's resources stale. A group that
@@ -56,7 +63,12 @@ impl GroupStatus {
             .reads
             .as_ref()
             .map(|reads| {
-                reads.kinds.iter().map(|k| format!("{k}/*")).chain(reads.documents.iter().map(|(k, n)| format!("{k}/{n}"))).collect()
+                reads
+                    .kinds
+                    .iter()
+                    .map(|k| format!("{k}/*"))
+                    .chain(reads.documents.iter().map(|(k, n)| format!("{k}/{n}")))
+                    .collect()
             })
             .unwrap_or_default();
         GroupStatus {

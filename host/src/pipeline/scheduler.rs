@@ -66,14 +66,21 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("groups", &self.inner.groups.len()).finish()
+        f.debug_struct("Pipeline")
+            .field("groups", &self.inner.groups.len())
+            .finish()
     }
 }
 
 impl Pipeline {
     /// Starts the pipeline's loop on the current tokio runtime. It stops when the last
     /// `Pipeline` handle is dropped.
-    pub fn start(cache: Cache, chain: PluginChain, inputs: Arc<dyn InputView>, options: PipelineOptions) -> Self {
+    pub fn start(
+        cache: Cache,
+        chain: PluginChain,
+        inputs: Arc<dyn InputView>,
+        options: PipelineOptions,
+    ) -> Self {
         let (events, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             cache,
@@ -112,14 +119,36 @@ impl Pipeline {
 
     /// Every known group, sorted by name.
     pub fn groups(&self) -> Vec<GroupStatus> {
-        let mut v: Vec<GroupStatus> = self.inner.groups.iter().map(|e| GroupStatus::of(e.key(), e.value())).collect();
+        let mut v: Vec<GroupStatus> = self
+            .inner
+            .groups
+            .iter()
+            .map(|e| GroupStatus::of(e.key(), e.value()))
+            .collect();
         v.sort_by(|a, b| a.group.cmp(&b.group));
         v
     }
 
     /// One group.
     pub fn group(&self, group: &str) -> Option<GroupStatus> {
-        self.inner.groups.get(group).map(|r| GroupStatus::of(group, &r))
+        self.inner
+            .groups
+            .get(group)
+            .map(|r| GroupStatus::of(group, &r))
+    }
+
+    /// Every group with the node it is computed for: what a canary run covers.
+    pub fn nodes(&self) -> Vec<(String, Node)> {
+        self.inner
+            .groups
+            .iter()
+            .map(|e| (e.key().clone(), e.value().node.clone()))
+            .collect()
+    }
+
+    /// The inputs plugins read.
+    pub fn inputs(&self) -> Arc<dyn InputView> {
+        Arc::clone(&self.inner.inputs)
     }
 
     /// A receiver that ticks after every completed batch (for tests and benchmarks).
@@ -132,7 +161,10 @@ impl NodeObserver for Pipeline {
     fn node_connected(&self, group: &str, node: &Node) {
         let known = self.inner.groups.contains_key(group);
         if !known {
-            self.inner.groups.entry(group.to_owned()).or_insert_with(|| GroupRecord::new(node.clone()));
+            self.inner
+                .groups
+                .entry(group.to_owned())
+                .or_insert_with(|| GroupRecord::new(node.clone()));
         }
         if !known || self.inner.cache.get(group).is_none() {
             let _ = self.inner.events.send(Event::Demand(group.to_owned()));
@@ -142,7 +174,9 @@ impl NodeObserver for Pipeline {
 
 async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
     while let Some(first) = rx.recv().await {
-        let Some(options) = inner.upgrade().map(|i| i.options) else { return };
+        let Some(options) = inner.upgrade().map(|i| i.options) else {
+            return;
+        };
         let mut demand = BTreeSet::new();
         let mut changed = Vec::new();
         let mut all = false;
@@ -193,11 +227,15 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
 
 /// Runs the chain for one group and publishes the result; a failure keeps what the cache has.
 async fn compute(inner: Arc<Inner>, group: String) {
-    let Some(node) = inner.groups.get(&group).map(|r| r.node.clone()) else { return };
+    let Some(node) = inner.groups.get(&group).map(|r| r.node.clone()) else {
+        return;
+    };
     let chain = inner.chain.load_full();
     let inputs = Arc::clone(&inner.inputs);
     let result = tokio::task::spawn_blocking(move || chain.run(&node, inputs)).await;
-    let Some(mut record) = inner.groups.get_mut(&group) else { return };
+    let Some(mut record) = inner.groups.get_mut(&group) else {
+        return;
+    };
     record.runs += 1;
     match result {
         Ok(Ok(out)) => {

@@ -31,7 +31,11 @@ impl CallState {
         CallState {
             plugin,
             node: String::new(),
-            memory: MemoryCap { limit: memory_limit, exceeded: None, peak: 0 },
+            memory: MemoryCap {
+                limit: memory_limit,
+                exceeded: None,
+                peak: 0,
+            },
             inputs,
             reads: Reads::default(),
             errors: Vec::new(),
@@ -82,17 +86,29 @@ impl host::Host for CallState {
     fn get(&mut self, kind: String, name: String) -> Option<types::Document> {
         let doc = self.inputs.get(&kind, &name);
         self.reads.documents.insert((kind, name));
-        doc.map(|d| types::Document { kind: d.kind, name: d.name, json: d.json.to_string() })
+        doc.map(|d| types::Document {
+            kind: d.kind,
+            name: d.name,
+            json: d.json.to_string(),
+        })
     }
 
     fn list(&mut self, kind: String) -> Vec<types::Document> {
         let docs = self.inputs.list(&kind);
         self.reads.kinds.insert(kind);
-        docs.into_iter().map(|d| types::Document { kind: d.kind, name: d.name, json: d.json.to_string() }).collect()
+        docs.into_iter()
+            .map(|d| types::Document {
+                kind: d.kind,
+                name: d.name,
+                json: d.json.to_string(),
+            })
+            .collect()
     }
 }
 
 /// Adds the contract's imports to a linker.
-pub(crate) fn add_to_linker(linker: &mut wasmtime::component::Linker<CallState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
     super::bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
 }

@@ -55,7 +55,11 @@ impl PluginChain {
 
     /// Runs every plugin in turn for `node`. Blocking (plugins are CPU work): call it off the
     /// async runtime. All or nothing: a failing stage fails the run, never a partial result.
-    pub fn run(&self, node: &Node, inputs: Arc<dyn InputView>) -> Result<ChainOutput, PluginRunError> {
+    pub fn run(
+        &self,
+        node: &Node,
+        inputs: Arc<dyn InputView>,
+    ) -> Result<ChainOutput, PluginRunError> {
         let mut resources: Vec<Resource> = Vec::new();
         let mut reads = Reads::default();
         let mut reports = Vec::with_capacity(self.plugins.len());
@@ -64,14 +68,22 @@ impl PluginChain {
             let fail = |fault: PluginFault| {
                 let kind = fault_kind(&fault);
                 metrics::counter!("plugin_errors_total", "plugin" => plugin.name().to_owned(), "kind" => kind).increment(1);
-                let error = PluginRunError { plugin: plugin.name().to_owned(), node: node.id.clone(), fault };
+                let error = PluginRunError {
+                    plugin: plugin.name().to_owned(),
+                    node: node.id.clone(),
+                    fault,
+                };
                 tracing::warn!(plugin = plugin.name(), node = %node.id, error = %error.fault, "plugin run failed");
                 error
             };
-            let (out, report) = plugin.call(node, &resources, Arc::clone(&inputs)).map_err(fail)?;
+            let (out, report) = plugin
+                .call(node, &resources, Arc::clone(&inputs))
+                .map_err(fail)?;
             check_output(&resources, &out).map_err(|m| fail(PluginFault::InvalidOutput(m)))?;
-            metrics::counter!("plugin_runs_total", "plugin" => plugin.name().to_owned()).increment(1);
-            metrics::histogram!("plugin_call_seconds", "plugin" => plugin.name().to_owned()).record(started.elapsed().as_secs_f64());
+            metrics::counter!("plugin_runs_total", "plugin" => plugin.name().to_owned())
+                .increment(1);
+            metrics::histogram!("plugin_call_seconds", "plugin" => plugin.name().to_owned())
+                .record(started.elapsed().as_secs_f64());
             if let Some(i) = report.instructions {
                 metrics::counter!("plugin_instructions_total", "plugin" => plugin.name().to_owned()).increment(i);
             }
@@ -80,11 +92,18 @@ impl PluginChain {
             resources = out;
         }
         let resources = ResourceSet::new(resources).map_err(|e| PluginRunError {
-            plugin: self.plugins.last().map_or_else(String::new, |p| p.name().to_owned()),
+            plugin: self
+                .plugins
+                .last()
+                .map_or_else(String::new, |p| p.name().to_owned()),
             node: node.id.clone(),
             fault: PluginFault::InvalidOutput(e.to_string()),
         })?;
-        Ok(ChainOutput { resources, reads, reports })
+        Ok(ChainOutput {
+            resources,
+            reads,
+            reports,
+        })
     }
 }
 
@@ -93,8 +112,10 @@ impl PluginChain {
 /// checked already and are skipped.
 fn check_output(input: &[Resource], output: &[Resource]) -> Result<(), String> {
     let schema = Schema::envoy().map_err(|e| e.to_string())?;
-    let before: BTreeMap<(&str, &str), &str> =
-        input.iter().map(|r| ((r.type_url(), r.name()), r.version())).collect();
+    let before: BTreeMap<(&str, &str), &str> = input
+        .iter()
+        .map(|r| ((r.type_url(), r.name()), r.version()))
+        .collect();
     let mut seen = HashSet::with_capacity(output.len());
     for r in output {
         if !seen.insert((r.type_url(), r.name())) {
@@ -104,7 +125,11 @@ fn check_output(input: &[Resource], output: &[Resource]) -> Result<(), String> {
             return Err(format!("a {} has an empty name", r.type_url()));
         }
         if !is_valid_type_url(r.type_url()) {
-            return Err(format!("{:?} has the malformed type URL {:?}", r.name(), r.type_url()));
+            return Err(format!(
+                "{:?} has the malformed type URL {:?}",
+                r.name(),
+                r.type_url()
+            ));
         }
         if before.get(&(r.type_url(), r.name())) == Some(&r.version()) {
             continue;
@@ -112,7 +137,10 @@ fn check_output(input: &[Resource], output: &[Resource]) -> Result<(), String> {
         match schema.decode(r.type_url(), r.body()) {
             Ok(_) => {}
             Err(SchemaError::UnknownType { type_url }) => {
-                return Err(format!("{:?} has type URL {type_url:?}, which names no Envoy API message", r.name()))
+                return Err(format!(
+                    "{:?} has type URL {type_url:?}, which names no Envoy API message",
+                    r.name()
+                ))
             }
             Err(e) => return Err(format!("{:?}: {e}", r.name())),
         }

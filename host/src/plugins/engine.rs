@@ -22,7 +22,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { fuel: false, max_instances: 256 }
+        EngineOptions {
+            fuel: false,
+            max_instances: 256,
+        }
     }
 }
 
@@ -36,7 +39,9 @@ pub struct PluginEngine {
 
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginEngine").field("options", &self.options).finish()
+        f.debug_struct("PluginEngine")
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -83,7 +88,11 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
-        Ok(PluginEngine { engine, options, _ticker: Arc::new(Ticker { stop }) })
+        Ok(PluginEngine {
+            engine,
+            options,
+            _ticker: Arc::new(Ticker { stop }),
+        })
     }
 
     /// The wasmtime engine.

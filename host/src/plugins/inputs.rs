@@ -59,14 +59,21 @@ impl StaticInputs {
 
     /// Adds (or replaces) a document.
     pub fn insert(&mut self, kind: &str, name: &str, json: impl Into<Arc<str>>) {
-        self.docs.entry(kind.to_owned()).or_default().insert(name.to_owned(), json.into());
+        self.docs
+            .entry(kind.to_owned())
+            .or_default()
+            .insert(name.to_owned(), json.into());
     }
 }
 
 impl InputView for StaticInputs {
     fn get(&self, kind: &str, name: &str) -> Option<Document> {
         let json = self.docs.get(kind)?.get(name)?.clone();
-        Some(Document { kind: kind.to_owned(), name: name.to_owned(), json })
+        Some(Document {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            json,
+        })
     }
 
     fn list(&self, kind: &str) -> Vec<Document> {
@@ -74,7 +81,11 @@ impl InputView for StaticInputs {
             .get(kind)
             .map(|d| {
                 d.iter()
-                    .map(|(name, json)| Document { kind: kind.to_owned(), name: name.clone(), json: json.clone() })
+                    .map(|(name, json)| Document {
+                        kind: kind.to_owned(),
+                        name: name.clone(),
+                        json: json.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -8,6 +8,8 @@ mod engine;
 mod inputs;
 mod limits;
 mod plugin;
+mod slots;
+mod watch;
 
 /// The host side of the WIT contract in `proto/wit/plugin.wit`.
 mod bindings {
@@ -21,4 +23,8 @@ pub use chain::{ChainOutput, PluginChain, PluginRunError};
 pub use engine::{EngineOptions, PluginEngine};
 pub use inputs::{Document, InputView, Reads, StaticInputs};
 pub use limits::PluginLimits;
-pub use plugin::{CallReport, Plugin, PluginFault, PluginLoadError};
+pub use plugin::{
+    CallReport, Plugin, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,
+};
+pub use slots::{PluginSlots, PluginStatus, Rejected, ReloadError, ReloadOutcome, SlotSpec};
+pub use watch::watch_plugin_files;

@@ -1,6 +1,7 @@
 //! One loaded plugin version: compiled once, checked against the contract, and called on
 //! warm instances that are dropped the moment one traps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,71 @@ pub struct CallReport {
     pub output_bytes: usize,
 }
 
+/// Counters of one plugin version since it was loaded.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+    instructions: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`PluginStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PluginStatsSnapshot {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Mean wall-clock time per call, in microseconds.
+    pub mean_call_us: u64,
+    /// Instructions used in all (when counted).
+    pub instructions: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+impl PluginStats {
+    pub(crate) fn record(
+        &self,
+        elapsed: Duration,
+        instructions: Option<u64>,
+        error: Option<&PluginFault>,
+    ) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.instructions
+            .fetch_add(instructions.unwrap_or(0), Ordering::Relaxed);
+        if let Some(e) = error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        let calls = self.calls.load(Ordering::Relaxed);
+        PluginStatsSnapshot {
+            calls,
+            errors: self.errors.load(Ordering::Relaxed),
+            mean_call_us: self
+                .nanos
+                .load(Ordering::Relaxed)
+                .checked_div(calls)
+                .unwrap_or(0)
+                / 1000,
+            instructions: self.instructions.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|l| l.clone()),
+        }
+    }
+}
+
 struct Warm {
     store: Store<CallState>,
     instance: bindings::Plugin,
@@ -116,11 +182,15 @@ pub struct Plugin {
     engine: PluginEngine,
     pre: PluginPre<CallState>,
     warm: Mutex<Vec<Warm>>,
+    stats: PluginStats,
 }
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("hash", &self.hash).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .finish()
     }
 }
 
@@ -136,15 +206,19 @@ impl Plugin {
         limits: PluginLimits,
     ) -> Result<Self, PluginLoadError> {
         if wasm.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(PluginLoadError::NotAComponent("this is a core wasm module".into()));
+            return Err(PluginLoadError::NotAComponent(
+                "this is a core wasm module".into(),
+            ));
         }
-        let component = Component::new(engine.engine(), wasm).map_err(|e| PluginLoadError::NotAComponent(format!("{e:#}")))?;
+        let component = Component::new(engine.engine(), wasm)
+            .map_err(|e| PluginLoadError::NotAComponent(format!("{e:#}")))?;
         let mut linker = Linker::<CallState>::new(engine.engine());
         add_to_linker(&mut linker).map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
         for (import, _) in component.component_type().imports(engine.engine()) {
             check_import(import)?;
             if import.starts_with("wasi:random/") {
-                define_random(&mut linker, import).map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+                define_random(&mut linker, import)
+                    .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
             }
         }
         linker
@@ -162,9 +236,12 @@ impl Plugin {
             engine: engine.clone(),
             pre,
             warm: Mutex::new(Vec::new()),
+            stats: PluginStats::default(),
         };
         // Canary: one instance must come up and accept its config.
-        let warm = plugin.instantiate(Arc::new(StaticInputs::new())).map_err(|f| PluginLoadError::Init(f.to_string()))?;
+        let warm = plugin
+            .instantiate(Arc::new(StaticInputs::new()))
+            .map_err(|f| PluginLoadError::Init(f.to_string()))?;
         plugin.release(warm);
         Ok(plugin)
     }
@@ -184,6 +261,11 @@ impl Plugin {
         &self.limits
     }
 
+    /// Its counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
     /// Runs the plugin for `node` on `resources`. Blocking: call it off the async runtime.
     pub fn call(
         &self,
@@ -192,9 +274,30 @@ impl Plugin {
         inputs: Arc<dyn InputView>,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
         let start = Instant::now();
-        let bytes: usize = resources.iter().map(|r| r.body().len() + r.name().len()).sum();
+        let result = self.call_inner(node, resources, inputs);
+        match &result {
+            Ok((_, report)) => self.stats.record(report.elapsed, report.instructions, None),
+            Err(fault) => self.stats.record(start.elapsed(), None, Some(fault)),
+        }
+        result
+    }
+
+    fn call_inner(
+        &self,
+        node: &Node,
+        resources: &[Resource],
+        inputs: Arc<dyn InputView>,
+    ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
+        let start = Instant::now();
+        let bytes: usize = resources
+            .iter()
+            .map(|r| r.body().len() + r.name().len())
+            .sum();
         if bytes > self.limits.max_input_bytes {
-            return Err(PluginFault::InputTooLarge { bytes, limit: self.limits.max_input_bytes });
+            return Err(PluginFault::InputTooLarge {
+                bytes,
+                limit: self.limits.max_input_bytes,
+            });
         }
         let taken = self.warm.lock().ok().and_then(|mut w| w.pop());
         let mut warm = match taken {
@@ -207,13 +310,21 @@ impl Plugin {
         let wit_node = wit_node(node);
         let wit_resources: Vec<bindings::Resource> = resources
             .iter()
-            .map(|r| bindings::Resource { type_url: r.type_url().to_owned(), name: r.name().to_owned(), body: r.body().to_vec() })
+            .map(|r| bindings::Resource {
+                type_url: r.type_url().to_owned(),
+                name: r.name().to_owned(),
+                body: r.body().to_vec(),
+            })
             .collect();
-        let result = warm.instance.call_run(&mut warm.store, &wit_node, &wit_resources);
+        let result = warm
+            .instance
+            .call_run(&mut warm.store, &wit_node, &wit_resources);
         let report = |store: &Store<CallState>, output_bytes| CallReport {
             reads: store.data().reads.clone(),
             elapsed: start.elapsed(),
-            instructions: fuel_before.zip(store.get_fuel().ok()).map(|(b, a)| b.saturating_sub(a)),
+            instructions: fuel_before
+                .zip(store.get_fuel().ok())
+                .map(|(b, a)| b.saturating_sub(a)),
             peak_memory: store.data().memory.peak,
             output_bytes,
         };
@@ -223,9 +334,15 @@ impl Plugin {
                 let report = report(&warm.store, output_bytes);
                 self.release(warm);
                 if output_bytes > self.limits.max_output_bytes {
-                    return Err(PluginFault::OutputTooLarge { bytes: output_bytes, limit: self.limits.max_output_bytes });
+                    return Err(PluginFault::OutputTooLarge {
+                        bytes: output_bytes,
+                        limit: self.limits.max_output_bytes,
+                    });
                 }
-                let out = out.into_iter().map(|r| Resource::new(r.type_url, r.name, r.body)).collect();
+                let out = out
+                    .into_iter()
+                    .map(|r| Resource::new(r.type_url, r.name, r.body))
+                    .collect();
                 Ok((out, report))
             }
             Ok(Err(message)) => {
@@ -247,13 +364,19 @@ impl Plugin {
     }
 
     fn instantiate(&self, inputs: Arc<dyn InputView>) -> Result<Warm, PluginFault> {
-        let mut store = Store::new(self.engine.engine(), CallState::new(Arc::clone(&self.name), self.limits.memory_bytes, inputs));
+        let mut store = Store::new(
+            self.engine.engine(),
+            CallState::new(Arc::clone(&self.name), self.limits.memory_bytes, inputs),
+        );
         store.limiter(|s| &mut s.memory);
         self.arm(&mut store);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| match self.classify(&store, &e) {
-            PluginFault::Trap(m) => PluginFault::Instantiate(m),
-            other => other,
-        })?;
+        let instance =
+            self.pre
+                .instantiate(&mut store)
+                .map_err(|e| match self.classify(&store, &e) {
+                    PluginFault::Trap(m) => PluginFault::Instantiate(m),
+                    other => other,
+                })?;
         match instance.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Warm { store, instance }),
             Ok(Err(message)) => Err(PluginFault::Returned(format!("init: {message}"))),
@@ -272,7 +395,10 @@ impl Plugin {
     fn classify(&self, store: &Store<CallState>, e: &wasmtime::Error) -> PluginFault {
         let state = store.data();
         if let Some(asked) = state.memory.exceeded {
-            return PluginFault::MemoryLimit { limit: state.memory.limit, asked };
+            return PluginFault::MemoryLimit {
+                limit: state.memory.limit,
+                asked,
+            };
         }
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PluginFault::Timeout(self.limits.deadline());
@@ -289,12 +415,28 @@ impl Plugin {
 /// refuses the rest, and names it.
 fn check_import(import: &str) -> Result<(), PluginLoadError> {
     if let Some(rest) = import.strip_prefix("nebucloud:xds/") {
-        let compatible = rest.split_once('@').is_some_and(|(_, v)| v.starts_with("0.1."));
-        return if compatible { Ok(()) } else { Err(PluginLoadError::ContractVersion { found: import.to_owned() }) };
+        let compatible = rest
+            .split_once('@')
+            .is_some_and(|(_, v)| v.starts_with("0.1."));
+        return if compatible {
+            Ok(())
+        } else {
+            Err(PluginLoadError::ContractVersion {
+                found: import.to_owned(),
+            })
+        };
     }
     const STD_WASI: &[&str] = &[
-        "wasi:cli/environment@", "wasi:cli/exit@", "wasi:cli/stdin@", "wasi:cli/stdout@", "wasi:cli/stderr@",
-        "wasi:cli/terminal-", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/",
+        "wasi:cli/environment@",
+        "wasi:cli/exit@",
+        "wasi:cli/stdin@",
+        "wasi:cli/stdout@",
+        "wasi:cli/stderr@",
+        "wasi:cli/terminal-",
+        "wasi:io/",
+        "wasi:clocks/",
+        "wasi:filesystem/",
+        "wasi:random/",
     ];
     if STD_WASI.iter().any(|p| import.starts_with(p)) {
         Ok(())
@@ -307,18 +449,32 @@ fn check_import(import: &str) -> Result<(), PluginLoadError> {
 /// on it, and with constants it cannot.
 fn define_random(linker: &mut Linker<CallState>, import: &str) -> wasmtime::Result<()> {
     let mut inst = linker.instance(import)?;
-    let bytes = |len: u64| -> Vec<u8> { (0..len.min(1 << 20)).map(|i| (i as u8).wrapping_mul(167).wrapping_add(13)).collect() };
+    let bytes = |len: u64| -> Vec<u8> {
+        (0..len.min(1 << 20))
+            .map(|i| (i as u8).wrapping_mul(167).wrapping_add(13))
+            .collect()
+    };
     match import.split('@').next().unwrap_or_default() {
         "wasi:random/random" => {
-            inst.func_wrap("get-random-bytes", move |_, (len,): (u64,)| Ok((bytes(len),)))?;
-            inst.func_wrap("get-random-u64", |_, (): ()| Ok((0x9e37_79b9_7f4a_7c15_u64,)))?;
+            inst.func_wrap("get-random-bytes", move |_, (len,): (u64,)| {
+                Ok((bytes(len),))
+            })?;
+            inst.func_wrap("get-random-u64", |_, (): ()| {
+                Ok((0x9e37_79b9_7f4a_7c15_u64,))
+            })?;
         }
         "wasi:random/insecure" => {
-            inst.func_wrap("get-insecure-random-bytes", move |_, (len,): (u64,)| Ok((bytes(len),)))?;
-            inst.func_wrap("get-insecure-random-u64", |_, (): ()| Ok((0x2545_f491_4f6c_dd1d_u64,)))?;
+            inst.func_wrap("get-insecure-random-bytes", move |_, (len,): (u64,)| {
+                Ok((bytes(len),))
+            })?;
+            inst.func_wrap("get-insecure-random-u64", |_, (): ()| {
+                Ok((0x2545_f491_4f6c_dd1d_u64,))
+            })?;
         }
         "wasi:random/insecure-seed" => {
-            inst.func_wrap("insecure-seed", |_, (): ()| Ok(((0x243f_6a88_85a3_08d3_u64, 0x1319_8a2e_0370_7344_u64),)))?;
+            inst.func_wrap("insecure-seed", |_, (): ()| {
+                Ok(((0x243f_6a88_85a3_08d3_u64, 0x1319_8a2e_0370_7344_u64),))
+            })?;
         }
         _ => {}
     }

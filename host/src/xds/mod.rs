@@ -12,5 +12,8 @@ mod subscription;
 mod types;
 
 pub use context::StreamLimits;
-pub use server::{ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer, XdsServerBuilder};
+pub use server::{
+    ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
+    XdsServerBuilder,
+};
 pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};

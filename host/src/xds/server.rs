@@ -72,7 +72,13 @@ impl NodeGrouping for ByIdentity {
         };
         // Struct fields are a map: encode them in key order so equal nodes hash equally.
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&Node { metadata: None, ..identity.clone() }.encode_to_vec());
+        h.update(
+            &Node {
+                metadata: None,
+                ..identity.clone()
+            }
+            .encode_to_vec(),
+        );
         if let Some(m) = &identity.metadata {
             h.update(crate::schema::struct_to_json(m).to_string().as_bytes());
         }

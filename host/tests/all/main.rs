@@ -10,6 +10,8 @@
 )]
 
 mod cli;
+mod inputs_etcd;
+mod inputs_kubernetes;
 mod plugins_bad;
 mod plugins_runtime;
 mod protocol_delta;
@@ -18,5 +20,7 @@ mod protocol_sotw;
 mod real_envoy;
 mod real_grpc;
 mod real_nack;
+mod real_plugins;
+mod real_reload;
 mod scripted;
 mod support;

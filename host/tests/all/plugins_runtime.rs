@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use nebucloud_xds::plugins::{EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits, StaticInputs};
+use nebucloud_xds::plugins::{
+    EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits, StaticInputs,
+};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::type_url;
 
@@ -15,13 +17,24 @@ pub(crate) fn engine() -> PluginEngine {
 
 pub(crate) fn load(engine: &PluginEngine, name: &str, config: serde_json::Value) -> Arc<Plugin> {
     let wasm = std::fs::read(plugin_wasm(name)).unwrap();
-    Arc::new(Plugin::load(engine, name, &wasm, &config, PluginLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}")))
+    Arc::new(
+        Plugin::load(engine, name, &wasm, &config, PluginLimits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
 }
 
 pub(crate) fn services() -> StaticInputs {
     let mut inputs = StaticInputs::new();
-    inputs.insert("Service", "greeter", r#"{"protocol":"grpc","endpoints":[{"address":"127.0.0.1","port":50051,"zone":"a"}]}"#);
-    inputs.insert("Service", "web", r#"{"protocol":"http","endpoints":[{"address":"127.0.0.1","port":8080}]}"#);
+    inputs.insert(
+        "Service",
+        "greeter",
+        r#"{"protocol":"grpc","endpoints":[{"address":"127.0.0.1","port":50051,"zone":"a"}]}"#,
+    );
+    inputs.insert(
+        "Service",
+        "web",
+        r#"{"protocol":"http","endpoints":[{"address":"127.0.0.1","port":8080}]}"#,
+    );
     inputs
 }
 
@@ -33,18 +46,35 @@ fn mesh_with_both_policies_computes_checked_resources_and_records_reads() {
         load(&engine, "retries", serde_json::json!({"num_retries": 3})),
         load(&engine, "cluster-guard", serde_json::json!({})),
     ]);
-    let node = Node { id: "envoy-1".into(), user_agent_name: "envoy".into(), ..Node::default() };
+    let node = Node {
+        id: "envoy-1".into(),
+        user_agent_name: "envoy".into(),
+        ..Node::default()
+    };
     let out = chain.run(&node, Arc::new(services())).unwrap();
-    let names = |t: &str| out.resources.of_type(t).map(|r| r.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>());
-    assert_eq!(names(type_url::CLUSTER), Some(vec!["greeter".to_owned(), "web".to_owned()]));
+    let names = |t: &str| {
+        out.resources
+            .of_type(t)
+            .map(|r| r.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        names(type_url::CLUSTER),
+        Some(vec!["greeter".to_owned(), "web".to_owned()])
+    );
     assert_eq!(names(type_url::LISTENER), Some(vec!["ingress".to_owned()]));
     assert!(out.reads.kinds.contains("Service"));
     assert_eq!(out.reports.len(), 3);
-    let grpc = Node { id: "grpc-1".into(), user_agent_name: "gRPC C-core".into(), ..Node::default() };
+    let grpc = Node {
+        id: "grpc-1".into(),
+        user_agent_name: "gRPC C-core".into(),
+        ..Node::default()
+    };
     let out = chain.run(&grpc, Arc::new(services())).unwrap();
     assert_eq!(names(type_url::LISTENER).unwrap_or_default().len(), 1);
     assert_eq!(
-        out.resources.of_type(type_url::LISTENER).map(|r| r.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>()),
+        out.resources
+            .of_type(type_url::LISTENER)
+            .map(|r| r.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>()),
         Some(vec!["greeter".to_owned(), "web".to_owned()])
     );
 }

@@ -37,7 +37,14 @@ impl TestServer {
     pub async fn start_with(
         f: impl FnOnce(nebucloud_xds::xds::XdsServerBuilder) -> nebucloud_xds::xds::XdsServerBuilder,
     ) -> Self {
-        let cache = Cache::new();
+        Self::start_on(Cache::new(), f).await
+    }
+
+    /// A server over a cache the caller also feeds (e.g. through a plugin pipeline).
+    pub async fn start_on(
+        cache: Cache,
+        f: impl FnOnce(nebucloud_xds::xds::XdsServerBuilder) -> nebucloud_xds::xds::XdsServerBuilder,
+    ) -> Self {
         let server = f(XdsServer::builder(cache.clone())).build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -14,20 +14,33 @@ use nebucloud_xds_guest::{export_plugin, Context, Error, Resource, Result};
 
 /// The plugin function.
 pub fn check(_ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
-    let clusters: BTreeSet<&str> = resources.iter().filter(|r| r.is::<Cluster>()).map(|r| r.name.as_str()).collect();
+    let clusters: BTreeSet<&str> = resources
+        .iter()
+        .filter(|r| r.is::<Cluster>())
+        .map(|r| r.name.as_str())
+        .collect();
     let mut dangling = Vec::new();
     for r in &resources {
-        let Some(routes) = r.decode::<RouteConfiguration>()? else { continue };
+        let Some(routes) = r.decode::<RouteConfiguration>()? else {
+            continue;
+        };
         for vh in &routes.virtual_hosts {
             for route in &vh.routes {
-                let Some(Action::Route(action)) = &route.action else { continue };
+                let Some(Action::Route(action)) = &route.action else {
+                    continue;
+                };
                 let targets: Vec<&str> = match &action.cluster_specifier {
                     Some(ClusterSpecifier::Cluster(c)) => vec![c.as_str()],
-                    Some(ClusterSpecifier::WeightedClusters(w)) => w.clusters.iter().map(|c| c.name.as_str()).collect(),
+                    Some(ClusterSpecifier::WeightedClusters(w)) => {
+                        w.clusters.iter().map(|c| c.name.as_str()).collect()
+                    }
                     _ => Vec::new(),
                 };
                 for t in targets.into_iter().filter(|t| !clusters.contains(t)) {
-                    dangling.push(format!("route table {:?}, virtual host {:?} → cluster {t:?}", routes.name, vh.name));
+                    dangling.push(format!(
+                        "route table {:?}, virtual host {:?} → cluster {t:?}",
+                        routes.name, vh.name
+                    ));
                 }
             }
         }
@@ -35,7 +48,10 @@ pub fn check(_ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resourc
     if dangling.is_empty() {
         Ok(resources)
     } else {
-        Err(Error::msg(format!("routes point at clusters that do not exist: {}", dangling.join("; "))))
+        Err(Error::msg(format!(
+            "routes point at clusters that do not exist: {}",
+            dangling.join("; ")
+        )))
     }
 }
 
@@ -51,15 +67,35 @@ mod tests {
 
     #[test]
     fn routes_to_existing_clusters_pass_unchanged() {
-        let input = vec![Resource::new("c", &EdsCluster::new("c").build()), Resource::new("r", &route_to_cluster("r", "c"))];
-        let out = run_native(check, &Node::default(), &json!({}), &MemoryInputs::new(), input.clone()).unwrap();
+        let input = vec![
+            Resource::new("c", &EdsCluster::new("c").build()),
+            Resource::new("r", &route_to_cluster("r", "c")),
+        ];
+        let out = run_native(
+            check,
+            &Node::default(),
+            &json!({}),
+            &MemoryInputs::new(),
+            input.clone(),
+        )
+        .unwrap();
         assert_eq!(out, input);
     }
 
     #[test]
     fn a_route_to_a_missing_cluster_is_rejected_with_its_names() {
         let input = vec![Resource::new("r", &route_to_cluster("r", "ghost"))];
-        let e = run_native(check, &Node::default(), &json!({}), &MemoryInputs::new(), input).unwrap_err();
-        assert!(e.message().contains("\"r\"") && e.message().contains("\"ghost\""), "{e}");
+        let e = run_native(
+            check,
+            &Node::default(),
+            &json!({}),
+            &MemoryInputs::new(),
+            input,
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("\"r\"") && e.message().contains("\"ghost\""),
+            "{e}"
+        );
     }
 }

@@ -99,14 +99,28 @@ pub fn generate(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<R
             cluster = cluster.http2();
         }
         resources.push(Resource::new(name.as_str(), &cluster.build()));
-        resources.push(Resource::new(name.as_str(), &load_assignment(name, svc, &config.region)?));
+        resources.push(Resource::new(
+            name.as_str(),
+            &load_assignment(name, svc, &config.region)?,
+        ));
         if ctx.node().is_grpc() {
-            resources.push(Resource::new(name.as_str(), &grpc_api_listener(name.as_str(), name.as_str())));
-            resources.push(Resource::new(name.as_str(), &route_to_cluster(name.as_str(), name.as_str())));
+            resources.push(Resource::new(
+                name.as_str(),
+                &grpc_api_listener(name.as_str(), name.as_str()),
+            ));
+            resources.push(Resource::new(
+                name.as_str(),
+                &route_to_cluster(name.as_str(), name.as_str()),
+            ));
         }
     }
     if !ctx.node().is_grpc() {
-        let listener = envoy_http_listener(INGRESS, config.listener_address.as_str(), config.listener_port, RouteSource::ads(INGRESS));
+        let listener = envoy_http_listener(
+            INGRESS,
+            config.listener_address.as_str(),
+            config.listener_port,
+            RouteSource::ads(INGRESS),
+        );
         resources.push(Resource::new(INGRESS, &listener));
         resources.push(Resource::new(INGRESS, &ingress_routes(&services)));
     }
@@ -136,22 +150,32 @@ fn load_assignment(
     let mut zones: BTreeMap<&str, LocalityEndpoints> = BTreeMap::new();
     for ep in &svc.endpoints {
         if ep.port == 0 {
-            return Err(Error::msg(format!("service {name}: endpoint {} has port 0", ep.address)));
+            return Err(Error::msg(format!(
+                "service {name}: endpoint {} has port 0",
+                ep.address
+            )));
         }
         let zone = ep.zone.as_deref().unwrap_or("default");
-        let locality = zones.remove(zone).unwrap_or_else(|| LocalityEndpoints::new(region, zone));
+        let locality = zones
+            .remove(zone)
+            .unwrap_or_else(|| LocalityEndpoints::new(region, zone));
         let mut backend = Backend::new(ep.address.as_str(), ep.port);
         if let Some(w) = ep.weight {
             backend = backend.weight(w);
         }
         zones.insert(zone, locality.backend(backend));
     }
-    Ok(zones.into_values().fold(LoadAssignment::new(name), LoadAssignment::locality).build())
+    Ok(zones
+        .into_values()
+        .fold(LoadAssignment::new(name), LoadAssignment::locality)
+        .build())
 }
 
 /// Envoy's routes: `Host: <service>` goes to that service; any other host routes by the
 /// first path segment (`/<service>/…`).
-fn ingress_routes(services: &BTreeMap<String, Service>) -> nebucloud_xds_guest::proto::envoy::config::route::v3::RouteConfiguration {
+fn ingress_routes(
+    services: &BTreeMap<String, Service>,
+) -> nebucloud_xds_guest::proto::envoy::config::route::v3::RouteConfiguration {
     let mut config = RouteConfig::new(INGRESS);
     let mut catch_all = VirtualHostSpec::new("by-path");
     for name in services.keys() {
@@ -172,45 +196,93 @@ mod tests {
     use nebucloud_xds_guest::proto::envoy::config::cluster::v3::Cluster;
     use nebucloud_xds_guest::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
     use nebucloud_xds_guest::proto::envoy::config::listener::v3::Listener;
-    use nebucloud_xds_guest::{run_native, MemoryInputs, Node};
     use nebucloud_xds_guest::serde_json::json;
+    use nebucloud_xds_guest::{run_native, MemoryInputs, Node};
 
     use super::*;
 
     fn svc(port: u16, zone: &str) -> Service {
-        Service { protocol: Protocol::Grpc, endpoints: vec![Endpoint { address: "127.0.0.1".into(), port, zone: Some(zone.into()), weight: None }] }
+        Service {
+            protocol: Protocol::Grpc,
+            endpoints: vec![Endpoint {
+                address: "127.0.0.1".into(),
+                port,
+                zone: Some(zone.into()),
+                weight: None,
+            }],
+        }
     }
 
     fn names_of<M: nebucloud_xds_guest::prost::Name>(out: &[Resource]) -> Vec<&str> {
-        out.iter().filter(|r| r.is::<M>()).map(|r| r.name.as_str()).collect()
+        out.iter()
+            .filter(|r| r.is::<M>())
+            .map(|r| r.name.as_str())
+            .collect()
     }
 
     #[test]
     fn grpc_nodes_get_an_api_listener_per_service_and_weighted_localities() {
-        let inputs = MemoryInputs::new().with("Service", "a", &svc(1, "z1")).with("Service", "b", &svc(2, "z2"));
-        let node = Node { id: "n".into(), user_agent_name: "gRPC Python".into(), ..Node::default() };
+        let inputs = MemoryInputs::new()
+            .with("Service", "a", &svc(1, "z1"))
+            .with("Service", "b", &svc(2, "z2"));
+        let node = Node {
+            id: "n".into(),
+            user_agent_name: "gRPC Python".into(),
+            ..Node::default()
+        };
         let out = run_native(generate, &node, &json!({}), &inputs, vec![]).unwrap();
         assert_eq!(names_of::<Listener>(&out), vec!["a", "b"]);
         assert_eq!(names_of::<Cluster>(&out), vec!["a", "b"]);
-        let cla: ClusterLoadAssignment = out.iter().find_map(|r| r.decode().transpose()).unwrap().unwrap();
-        assert!(cla.endpoints.iter().all(|l| l.load_balancing_weight.is_some()), "gRPC drops unweighted localities");
+        let cla: ClusterLoadAssignment = out
+            .iter()
+            .find_map(|r| r.decode().transpose())
+            .unwrap()
+            .unwrap();
+        assert!(
+            cla.endpoints
+                .iter()
+                .all(|l| l.load_balancing_weight.is_some()),
+            "gRPC drops unweighted localities"
+        );
     }
 
     #[test]
     fn envoy_nodes_get_one_ingress_listener_on_the_configured_port() {
         let inputs = MemoryInputs::new().with("Service", "a", &svc(1, "z1"));
-        let node = Node { id: "e".into(), user_agent_name: "envoy".into(), ..Node::default() };
-        let out = run_native(generate, &node, &json!({"listener_port": 12345}), &inputs, vec![]).unwrap();
+        let node = Node {
+            id: "e".into(),
+            user_agent_name: "envoy".into(),
+            ..Node::default()
+        };
+        let out = run_native(
+            generate,
+            &node,
+            &json!({"listener_port": 12345}),
+            &inputs,
+            vec![],
+        )
+        .unwrap();
         assert_eq!(names_of::<Listener>(&out), vec![INGRESS]);
-        let l: Listener = out.iter().find_map(|r| r.decode().transpose()).unwrap().unwrap();
+        let l: Listener = out
+            .iter()
+            .find_map(|r| r.decode().transpose())
+            .unwrap()
+            .unwrap();
         let port = l.address.and_then(|a| a.address).map(|a| format!("{a:?}"));
         assert!(port.unwrap_or_default().contains("12345"));
     }
 
     #[test]
     fn metadata_services_limit_what_a_node_reads() {
-        let inputs = MemoryInputs::new().with("Service", "a", &svc(1, "z1")).with("Service", "b", &svc(2, "z2"));
-        let node = Node { id: "n".into(), user_agent_name: "grpc-node-js".into(), metadata: json!({"services": ["b", "missing"]}), ..Node::default() };
+        let inputs = MemoryInputs::new()
+            .with("Service", "a", &svc(1, "z1"))
+            .with("Service", "b", &svc(2, "z2"));
+        let node = Node {
+            id: "n".into(),
+            user_agent_name: "grpc-node-js".into(),
+            metadata: json!({"services": ["b", "missing"]}),
+            ..Node::default()
+        };
         let out = run_native(generate, &node, &json!({}), &inputs, vec![]).unwrap();
         assert_eq!(names_of::<Cluster>(&out), vec!["b"]);
     }
@@ -218,10 +290,21 @@ mod tests {
     #[test]
     fn bad_config_and_bad_documents_are_errors_naming_the_field() {
         let node = Node::default();
-        let e = run_native(generate, &node, &json!({"listener_prt": 1}), &MemoryInputs::new(), vec![]).unwrap_err();
+        let e = run_native(
+            generate,
+            &node,
+            &json!({"listener_prt": 1}),
+            &MemoryInputs::new(),
+            vec![],
+        )
+        .unwrap_err();
         assert!(e.message().contains("listener_prt"), "{e}");
-        let inputs = MemoryInputs::new().with("Service", "a", &json!({"endpoints": [{"address": "x"}]}));
+        let inputs =
+            MemoryInputs::new().with("Service", "a", &json!({"endpoints": [{"address": "x"}]}));
         let e = run_native(generate, &node, &json!({}), &inputs, vec![]).unwrap_err();
-        assert!(e.message().contains("Service/a") && e.message().contains("port"), "{e}");
+        assert!(
+            e.message().contains("Service/a") && e.message().contains("port"),
+            "{e}"
+        );
     }
 }

@@ -53,11 +53,15 @@ pub fn apply(ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource
 fn add_policies(routes: &mut RouteConfiguration, config: &Config) {
     for vh in &mut routes.virtual_hosts {
         for route in &mut vh.routes {
-            let Some(Action::Route(action)) = route.action.as_mut() else { continue };
+            let Some(Action::Route(action)) = route.action.as_mut() else {
+                continue;
+            };
             if action.retry_policy.is_none() && vh.retry_policy.is_none() {
                 action.retry_policy = Some(RetryPolicy {
                     retry_on: config.retry_on.clone(),
-                    num_retries: Some(UInt32Value { value: config.num_retries }),
+                    num_retries: Some(UInt32Value {
+                        value: config.num_retries,
+                    }),
                     ..RetryPolicy::default()
                 });
             }
@@ -82,7 +86,11 @@ mod tests {
 
     use super::*;
 
-    fn action(rc: &RouteConfiguration, vh: usize, r: usize) -> &nebucloud_xds_guest::proto::envoy::config::route::v3::RouteAction {
+    fn action(
+        rc: &RouteConfiguration,
+        vh: usize,
+        r: usize,
+    ) -> &nebucloud_xds_guest::proto::envoy::config::route::v3::RouteAction {
         match rc.virtual_hosts[vh].routes[r].action.as_ref() {
             Some(Action::Route(a)) => a,
             _ => panic!("not a route action"),
@@ -92,24 +100,60 @@ mod tests {
     #[test]
     fn routes_without_policies_get_them_and_existing_ones_are_kept() {
         let own = RouteConfig::new("own")
-            .virtual_host(VirtualHostSpec::new("v").route(RouteRule::to_cluster("/", "c").retry("gateway-error", 7).timeout(std::time::Duration::from_secs(1))))
+            .virtual_host(
+                VirtualHostSpec::new("v").route(
+                    RouteRule::to_cluster("/", "c")
+                        .retry("gateway-error", 7)
+                        .timeout(std::time::Duration::from_secs(1)),
+                ),
+            )
             .build();
-        let input = vec![Resource::new("plain", &route_to_cluster("plain", "c")), Resource::new("own", &own)];
-        let out = run_native(apply, &Node::default(), &json!({"num_retries": 3}), &MemoryInputs::new(), input).unwrap();
+        let input = vec![
+            Resource::new("plain", &route_to_cluster("plain", "c")),
+            Resource::new("own", &own),
+        ];
+        let out = run_native(
+            apply,
+            &Node::default(),
+            &json!({"num_retries": 3}),
+            &MemoryInputs::new(),
+            input,
+        )
+        .unwrap();
         let plain: RouteConfiguration = out[0].decode().unwrap().unwrap();
         let a = action(&plain, 0, 0);
-        assert_eq!(a.retry_policy.as_ref().and_then(|p| p.num_retries.clone()).map(|n| n.value), Some(3));
+        assert_eq!(
+            a.retry_policy
+                .as_ref()
+                .and_then(|p| p.num_retries)
+                .map(|n| n.value),
+            Some(3)
+        );
         assert_eq!(a.timeout.as_ref().map(|d| d.seconds), Some(15));
         let own: RouteConfiguration = out[1].decode().unwrap().unwrap();
         let a = action(&own, 0, 0);
-        assert_eq!(a.retry_policy.as_ref().map(|p| p.retry_on.as_str()), Some("gateway-error"));
+        assert_eq!(
+            a.retry_policy.as_ref().map(|p| p.retry_on.as_str()),
+            Some("gateway-error")
+        );
         assert_eq!(a.timeout.as_ref().map(|d| d.seconds), Some(1));
     }
 
     #[test]
     fn other_resources_pass_through_untouched() {
-        let r = Resource { type_url: "type.googleapis.com/x.Y".into(), name: "n".into(), body: vec![1, 2, 3] };
-        let out = run_native(apply, &Node::default(), &json!({}), &MemoryInputs::new(), vec![r.clone()]).unwrap();
+        let r = Resource {
+            type_url: "type.googleapis.com/x.Y".into(),
+            name: "n".into(),
+            body: vec![1, 2, 3],
+        };
+        let out = run_native(
+            apply,
+            &Node::default(),
+            &json!({}),
+            &MemoryInputs::new(),
+            vec![r.clone()],
+        )
+        .unwrap();
         assert_eq!(out, vec![r]);
     }
 }

@@ -283,6 +283,17 @@ impl ClientWatch {
         Ok(rest)
     }
 
+    /// Stops the client now and returns every result it printed that was not read yet.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        let mut rest = Vec::new();
+        while let Some(value) = self.next().await? {
+            rest.push(value);
+        }
+        Ok(rest)
+    }
+
     /// The last lines the client logged on stderr.
     pub(crate) fn stderr_tail(&self) -> String {
         file_tail(self.stderr.path(), 30)

@@ -4,6 +4,7 @@
 pub(crate) mod backend;
 pub(crate) mod clients;
 pub(crate) mod envoy;
+pub(crate) mod etcd;
 pub(crate) mod http;
 
 use std::future::Future;
@@ -130,13 +131,17 @@ pub(crate) fn text_tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The wasm file of a plugin built by `make plugins` (`NX_PLUGIN_DIR`, or the workspace's
-/// own `target/wasm32-wasip2/release`).
+/// The wasm file of a plugin built by `make plugins` (into `NX_PLUGIN_DIR`, by default the
+/// repository's `build/plugins`).
 pub(crate) fn plugin_wasm(name: &str) -> PathBuf {
     let dir = std::env::var_os("NX_PLUGIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip2/release"));
+        .unwrap_or_else(|| repo_root().join("build/plugins"));
     let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(path.exists(), "{} is missing: run `make plugins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make plugins` first",
+        path.display()
+    );
     path
 }

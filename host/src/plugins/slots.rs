@@ -1,0 +1,327 @@
+//! The plugins of a running server, by position in the chain, with their versions: hot
+//! reload (compile → contract check → canary over the current groups → atomic swap), explicit
+//! rollback, and the status operators see.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::chain::PluginChain;
+use super::engine::PluginEngine;
+use super::limits::PluginLimits;
+use super::plugin::{Plugin, PluginStatsSnapshot};
+use crate::pipeline::Pipeline;
+
+/// A version that was offered and refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// The refused file's content hash.
+    pub hash: String,
+    /// Why.
+    pub error: String,
+    /// When, in seconds since the Unix epoch.
+    pub at_unix_secs: u64,
+}
+
+/// One position of the chain.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    path: PathBuf,
+    config: serde_json::Value,
+    limits: PluginLimits,
+    current: Arc<Plugin>,
+    loaded_at: u64,
+    previous: Option<Arc<Plugin>>,
+    rejected: Option<Rejected>,
+    loads: u64,
+}
+
+/// What operators see of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginStatus {
+    /// Its name.
+    pub name: String,
+    /// Its file.
+    pub path: String,
+    /// The serving version (content hash).
+    pub version: String,
+    /// When it was loaded, in seconds since the Unix epoch.
+    pub loaded_at_unix_secs: u64,
+    /// The version a rollback returns to.
+    pub previous_version: Option<String>,
+    /// The last version refused, and why.
+    pub rejected: Option<Rejected>,
+    /// How many versions were loaded into service since start.
+    pub loads: u64,
+    /// Calls, errors, time and instructions of the serving version.
+    pub stats: PluginStatsSnapshot,
+}
+
+/// Why a reload or rollback did not happen; the old version keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// No plugin has that name.
+    #[error("no plugin is named {0:?}")]
+    UnknownPlugin(String),
+    /// The new file could not be read, compiled, checked or initialised.
+    #[error("plugin {name}: new version {hash} refused: {reason}")]
+    Refused {
+        /// The plugin.
+        name: String,
+        /// The refused file's hash.
+        hash: String,
+        /// Why.
+        reason: String,
+    },
+    /// There is no previous version to roll back to.
+    #[error("plugin {0} has no previous version")]
+    NoPrevious(String),
+}
+
+/// The result of a reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The file is the version already serving.
+    Unchanged,
+    /// The new version serves.
+    Swapped {
+        /// Its hash.
+        version: String,
+    },
+}
+
+/// The chain's plugins and their versions, driving a [`Pipeline`].
+#[derive(Clone)]
+pub struct PluginSlots {
+    engine: PluginEngine,
+    pipeline: Pipeline,
+    slots: Arc<Mutex<Vec<Slot>>>,
+}
+
+/// A plugin to put in a slot at start.
+#[derive(Debug, Clone)]
+pub struct SlotSpec {
+    /// Name.
+    pub name: String,
+    /// File.
+    pub path: PathBuf,
+    /// Config for `init`.
+    pub config: serde_json::Value,
+    /// Limits.
+    pub limits: PluginLimits,
+    /// The loaded plugin.
+    pub plugin: Arc<Plugin>,
+}
+
+impl PluginSlots {
+    /// Slots for the plugins the pipeline's chain was started with.
+    pub fn new(engine: PluginEngine, pipeline: Pipeline, specs: Vec<SlotSpec>) -> Self {
+        let now = unix_now();
+        let slots = specs
+            .into_iter()
+            .map(|s| Slot {
+                name: s.name,
+                path: s.path,
+                config: s.config,
+                limits: s.limits,
+                current: s.plugin,
+                loaded_at: now,
+                previous: None,
+                rejected: None,
+                loads: 1,
+            })
+            .collect();
+        PluginSlots {
+            engine,
+            pipeline,
+            slots: Arc::new(Mutex::new(slots)),
+        }
+    }
+
+    /// The status of every plugin, in chain order.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .map(|s| PluginStatus {
+                name: s.name.clone(),
+                path: s.path.display().to_string(),
+                version: s.current.hash().to_owned(),
+                loaded_at_unix_secs: s.loaded_at,
+                previous_version: s.previous.as_ref().map(|p| p.hash().to_owned()),
+                rejected: s.rejected.clone(),
+                loads: s.loads,
+                stats: s.current.stats().snapshot(),
+            })
+            .collect()
+    }
+
+    /// The file each plugin is loaded from, by name.
+    pub fn paths(&self) -> Vec<(String, PathBuf)> {
+        self.slots
+            .lock()
+            .map(|s| s.iter().map(|s| (s.name.clone(), s.path.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads a new version of plugin `name` (from `path`, or its current file), checks it, runs
+    /// the new chain over every current group as a canary, and only then swaps it in and
+    /// recomputes. Any failure keeps the old version serving and is recorded.
+    pub async fn reload(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        let (file, config, limits, current_hash) = {
+            let slots = self
+                .slots
+                .lock()
+                .map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?;
+            let slot = slots
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
+            (
+                path.map_or_else(|| slot.path.clone(), Path::to_path_buf),
+                slot.config.clone(),
+                slot.limits,
+                slot.current.hash().to_owned(),
+            )
+        };
+        let wasm = match tokio::fs::read(&file).await {
+            Ok(w) => w,
+            Err(e) => {
+                return Err(self.refuse(
+                    name,
+                    String::new(),
+                    format!("cannot read {}: {e}", file.display()),
+                ))
+            }
+        };
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&wasm));
+        if hash == current_hash {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let engine = self.engine.clone();
+        let plugin_name = name.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Plugin::load(&engine, &plugin_name, &wasm, &config, limits)
+        })
+        .await;
+        let plugin = match loaded {
+            Ok(Ok(p)) => Arc::new(p),
+            Ok(Err(e)) => return Err(self.refuse(name, hash, e.to_string())),
+            Err(e) => return Err(self.refuse(name, hash, format!("load task failed: {e}"))),
+        };
+        let candidate = self.chain_with(name, &plugin);
+        if let Err(reason) = self.canary(name, &candidate).await {
+            return Err(self.refuse(name, hash, reason));
+        }
+        self.install(name, plugin, Some(file), candidate);
+        metrics::counter!("plugin_reloads_total", "plugin" => name.to_owned(), "result" => "swapped").increment(1);
+        tracing::info!(plugin = name, version = %hash, "plugin reloaded");
+        Ok(ReloadOutcome::Swapped { version: hash })
+    }
+
+    /// Puts the previous version of `name` back into service.
+    pub fn rollback(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
+        let previous = {
+            let slots = self
+                .slots
+                .lock()
+                .map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?;
+            let slot = slots
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
+            slot.previous
+                .clone()
+                .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))?
+        };
+        let chain = self.chain_with(name, &previous);
+        let version = previous.hash().to_owned();
+        self.install(name, previous, None, chain);
+        tracing::info!(plugin = name, %version, "plugin rolled back");
+        Ok(ReloadOutcome::Swapped { version })
+    }
+
+    fn chain_with(&self, name: &str, plugin: &Arc<Plugin>) -> PluginChain {
+        let slots = self.slots.lock().map(|s| {
+            s.iter()
+                .map(|s| {
+                    if s.name == name {
+                        Arc::clone(plugin)
+                    } else {
+                        Arc::clone(&s.current)
+                    }
+                })
+                .collect()
+        });
+        PluginChain::new(slots.unwrap_or_default())
+    }
+
+    /// Runs `candidate` for every current group; fails if the new plugin faults on any.
+    async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<(), String> {
+        let nodes = self.pipeline.nodes();
+        let inputs = self.pipeline.inputs();
+        let chain = candidate.clone();
+        let plugin = name.to_owned();
+        let run = tokio::task::spawn_blocking(move || {
+            for (group, node) in nodes {
+                if let Err(e) = chain.run(&node, Arc::clone(&inputs)) {
+                    if e.plugin == plugin {
+                        return Err(format!("canary on group {group}: {e}"));
+                    }
+                }
+            }
+            Ok(())
+        });
+        run.await.map_err(|e| format!("canary task failed: {e}"))?
+    }
+
+    fn install(&self, name: &str, plugin: Arc<Plugin>, path: Option<PathBuf>, chain: PluginChain) {
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+                let old = std::mem::replace(&mut slot.current, plugin);
+                slot.previous = Some(old);
+                slot.loaded_at = unix_now();
+                slot.loads += 1;
+                if let Some(p) = path {
+                    slot.path = p;
+                }
+            }
+        }
+        self.pipeline.set_chain(chain);
+    }
+
+    fn refuse(&self, name: &str, hash: String, reason: String) -> ReloadError {
+        metrics::counter!("plugin_reloads_total", "plugin" => name.to_owned(), "result" => "refused").increment(1);
+        tracing::warn!(plugin = name, version = %hash, %reason, "new plugin version refused; the old one keeps serving");
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+                slot.rejected = Some(Rejected {
+                    hash: hash.clone(),
+                    error: reason.clone(),
+                    at_unix_secs: unix_now(),
+                });
+            }
+        }
+        ReloadError::Refused {
+            name: name.to_owned(),
+            hash,
+            reason,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,180 @@
+//! Real Envoy and real gRPC clients configured by the mesh plugin through the policy chain:
+//! requests flow, input changes reach them, and a failing run leaves them on their last good
+//! configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nebucloud_xds::cache::Cache;
+use nebucloud_xds::inputs::InputStore;
+use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
+use nebucloud_xds::plugins::{Document, InputView, PluginChain};
+use nebucloud_xds::xds::ByIdentity;
+
+use crate::plugins_runtime::{engine, load};
+use crate::scripted::TestServer;
+use crate::support::backend::HttpBackend;
+use crate::support::clients::{who, ClientKind, GrpcBackend, GrpcClient};
+use crate::support::envoy::{Envoy, XdsMode};
+use crate::support::{free_port, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+
+fn service(name: &str, protocol: &str, port: u16) -> Document {
+    let json = serde_json::json!({"kind": "Service", "name": name, "protocol": protocol,
+        "endpoints": [{"address": "127.0.0.1", "port": port, "zone": "a"}]});
+    Document {
+        kind: "Service".into(),
+        name: name.into(),
+        json: json.to_string().into(),
+    }
+}
+
+/// The quickstart chain (mesh → retries → cluster-guard) over a store, behind a server.
+pub(crate) async fn mesh_server(
+    listener_port: u16,
+    store: Arc<InputStore>,
+) -> (TestServer, Pipeline) {
+    let engine = engine();
+    let chain = PluginChain::new(vec![
+        load(
+            &engine,
+            "mesh",
+            serde_json::json!({"listener_port": listener_port}),
+        ),
+        load(
+            &engine,
+            "retries",
+            serde_json::json!({"num_retries": 2, "timeout_ms": 5000}),
+        ),
+        load(&engine, "cluster-guard", serde_json::json!({})),
+    ]);
+    let cache = Cache::new();
+    let options = PipelineOptions {
+        debounce: Duration::from_millis(20),
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
+    let p = pipeline.clone();
+    let server = TestServer::start_on(cache, move |b| b.grouping(ByIdentity).observer(p)).await;
+    (server, pipeline)
+}
+
+async fn body(port: u16, path: &str) -> anyhow::Result<Option<String>> {
+    let r = Envoy::http_get(port, path, "example.com").await?;
+    Ok((r.status == 200).then_some(r.body))
+}
+
+#[tokio::test]
+async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last_good_config() {
+    let web1 = HttpBackend::start("web-1").await.unwrap();
+    let web2 = HttpBackend::start("web-2").await.unwrap();
+    let greeter = GrpcBackend::start_tagged("greeter-1").await.unwrap();
+    let store = Arc::new(InputStore::new());
+    store.replace_source(
+        "test",
+        vec![
+            service("web", "http", web1.port()),
+            service("greeter", "grpc", greeter.port()),
+        ],
+    );
+    let port = free_port();
+    let (server, pipeline) = mesh_server(port, Arc::clone(&store)).await;
+
+    // Envoy: the ingress listener routes /web/ to the web service.
+    let envoy = Envoy::start(server.addr.port(), "envoy-mesh", XdsMode::SotwAds)
+        .await
+        .unwrap();
+    let got = wait_until(WAIT, POLL, async || body(port, "/web/x").await).await;
+    assert_eq!(
+        got.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
+        "web-1"
+    );
+    // The retries policy shaped what Envoy holds.
+    let dump = envoy.config_dump().await.unwrap().to_string();
+    assert!(
+        dump.contains("connect-failure") && dump.contains("\"num_retries\":2"),
+        "retry policy missing from Envoy's config"
+    );
+
+    // gRPC clients resolve xds:///greeter through the same chain.
+    for kind in ClientKind::ALL {
+        let result = GrpcClient::new(
+            kind,
+            server.addr.port(),
+            &format!("{}-mesh", kind.name()),
+            "greeter",
+        )
+        .timeout(Duration::from_secs(20))
+        .first_ok()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(who(&result), Some("greeter-1"), "{}", kind.name());
+    }
+
+    // An input change reaches Envoy on its open stream.
+    let changed = store.replace_source(
+        "test",
+        vec![
+            service("web", "http", web2.port()),
+            service("greeter", "grpc", greeter.port()),
+        ],
+    );
+    pipeline.inputs_changed(changed);
+    let got = wait_until(WAIT, POLL, async || {
+        Ok(body(port, "/web/x").await?.filter(|b| b == "web-2"))
+    })
+    .await;
+    assert!(
+        got.is_ok(),
+        "the input change never reached Envoy\n{}",
+        envoy.log_tail()
+    );
+
+    // A broken input makes the mesh plugin fail: the group keeps its last good config.
+    let version_before = server
+        .cache
+        .groups()
+        .iter()
+        .filter_map(|g| server.cache.get(g))
+        .map(|s| s.version().to_owned())
+        .collect::<Vec<_>>();
+    let changed = store.replace_source(
+        "test",
+        vec![
+            service("web", "http", 0),
+            service("greeter", "grpc", greeter.port()),
+        ],
+    );
+    pipeline.inputs_changed(changed);
+    let failed = wait_until(WAIT, POLL, async || {
+        Ok(pipeline
+            .groups()
+            .into_iter()
+            .find(|g| g.node_id == "envoy-mesh" && g.last_error.is_some()))
+    })
+    .await
+    .unwrap();
+    let error = failed.last_error.unwrap();
+    assert!(
+        error.starts_with("plugin mesh on node envoy-mesh:") && error.contains("port 0"),
+        "{error}"
+    );
+    let version_after = server
+        .cache
+        .groups()
+        .iter()
+        .filter_map(|g| server.cache.get(g))
+        .map(|s| s.version().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        version_before, version_after,
+        "a failed run must publish nothing"
+    );
+    assert_eq!(
+        body(port, "/web/x").await.unwrap().as_deref(),
+        Some("web-2"),
+        "Envoy keeps serving its last good config"
+    );
+}
