@@ -46,6 +46,9 @@ pub struct XdsConfig {
     pub max_names_per_type: usize,
     /// Heartbeat period for resources with a TTL, in ms (default 10,000).
     pub heartbeat_ms: u64,
+    /// On SIGTERM/SIGINT: how long open streams may drain after clients were told to go
+    /// elsewhere (HTTP/2 GOAWAY), in ms (default 5,000). Then the server exits.
+    pub drain_ms: u64,
 }
 
 impl Default for XdsConfig {
@@ -55,6 +58,7 @@ impl Default for XdsConfig {
             group_by: GroupBy::Identity,
             max_names_per_type: 50_000,
             heartbeat_ms: 10_000,
+            drain_ms: 5_000,
         }
     }
 }

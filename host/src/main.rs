@@ -43,6 +43,20 @@ enum Command {
     /// Work with plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// List the nodes connected to a running server (reads its admin API).
+    Nodes {
+        /// The admin address.
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin: SocketAddr,
+    },
+    /// Print what a running server serves one node, decoded to JSON (reads its admin API).
+    Dump {
+        /// The node id.
+        node: String,
+        /// The admin address.
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin: SocketAddr,
+    },
     /// Check a resource directory and print what each group would be served.
     CheckResources {
         /// The directory: one sub-directory per node group.
@@ -131,6 +145,24 @@ fn main() -> anyhow::Result<()> {
             inputs,
         }) => plugin_run(&config, &node, inputs.as_deref()),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, &config),
+        Command::Nodes { admin } => runtime.block_on(async {
+            let nodes: serde_json::Value = serde_json::from_str(&admin_get(admin, "/debug/nodes").await?)?;
+            for n in nodes.as_array().into_iter().flatten() {
+                println!("{}  group={}  streams={}", n["node_id"].as_str().unwrap_or("?"), n["group"].as_str().unwrap_or("?"), n["streams"]);
+                for (t, st) in n["types"].as_object().into_iter().flatten() {
+                    let short = t.rsplit('.').next().unwrap_or(t);
+                    let nack = st["last_nack"]["message"].as_str().map(|m| format!("  last NACK: {m}")).unwrap_or_default();
+                    println!("  {short:<24} sent={} acked={} state={}{nack}", st["sent_version"], st["acked_version"], st["state"]);
+                }
+            }
+            Ok(())
+        }),
+        Command::Dump { node, admin } => runtime.block_on(async {
+            let body = admin_get(admin, &format!("/debug/nodes/{node}/config")).await?;
+            let json: serde_json::Value = serde_json::from_str(&body)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }),
         Command::CheckResources { dir } => {
             for (group, set) in load_resource_dir(&dir)? {
                 println!(
@@ -285,9 +317,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listen, "serving xDS");
-    server
-        .serve_with_shutdown(listener, shutdown_signal())
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = Duration::from_millis(config.xds.drain_ms);
+    let mut stopped = stop_rx.clone();
+    let serving = server.serve_with_shutdown(listener, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // Open xDS streams outlive a graceful shutdown: after GOAWAY they get `drain` to finish,
+    // then the process exits and clients reconnect elsewhere, keeping their config.
+    let deadline = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(drain).await;
+        tracing::info!(?drain, "drain deadline reached; exiting");
+    };
+    tokio::select! {
+        r = serving => r?,
+        () = deadline => {}
+    }
     Ok(())
 }
 
@@ -393,6 +440,22 @@ fn read_node(path: &Path) -> anyhow::Result<Node> {
     Ok(prost::Message::decode(
         prost::Message::encode_to_vec(&msg).as_slice(),
     )?)
+}
+
+/// GETs a path from a running server's admin API; an error status becomes an error with the
+/// server's message.
+async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.with_context(|| format!("cannot reach the admin API at {admin}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    anyhow::ensure!(status == "200", "{path}: HTTP {status}: {}", body.trim());
+    Ok(body.to_owned())
 }
 
 /// Completes on SIGINT or SIGTERM.

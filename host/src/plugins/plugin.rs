@@ -205,6 +205,12 @@ impl Plugin {
         config: &serde_json::Value,
         limits: PluginLimits,
     ) -> Result<Self, PluginLoadError> {
+        // Said here in one line: the parser's own message dumps the first bytes over lines.
+        if !wasm.starts_with(b"\0asm") {
+            return Err(PluginLoadError::NotAComponent(
+                "not WebAssembly at all: the file does not start with `\\0asm`".into(),
+            ));
+        }
         if wasm.starts_with(b"\0asm\x01\0\0\0") {
             return Err(PluginLoadError::NotAComponent(
                 "this is a core wasm module".into(),

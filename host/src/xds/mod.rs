@@ -2,6 +2,7 @@
 //! per-stream subscriptions, nonces, ACK/NACK records, ordering and TTL heartbeats.
 
 mod context;
+mod csds;
 mod delta;
 mod server;
 mod services;

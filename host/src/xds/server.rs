@@ -122,6 +122,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct XdsServer {
     shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
 }
 
 /// Configures an [`XdsServer`].
@@ -175,6 +176,7 @@ impl XdsServerBuilder {
     /// The server.
     pub fn build(self) -> XdsServer {
         XdsServer {
+            health: tonic_health::server::HealthReporter::new(),
             shared: Arc::new(Shared {
                 cache: self.cache,
                 grouping: self.grouping,
@@ -213,7 +215,7 @@ impl XdsServer {
 
     /// Every discovery service as tonic routes, to mount beside other services.
     pub fn routes(&self) -> Routes {
-        services::routes(&self.shared)
+        services::routes(&self.shared, self.health.clone())
     }
 
     /// Serves on `addr` until the task is dropped.
@@ -233,6 +235,9 @@ impl XdsServer {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
         let routes = self.routes();
+        for service in ["", "envoy.service.discovery.v3.AggregatedDiscoveryService"] {
+            self.health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+        }
         Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -43,7 +43,13 @@ use nebucloud_xds_proto::type_url;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
+use nebucloud_xds_proto::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
+
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
 use super::context::Scope;
+use super::csds::Csds;
 use super::delta::DeltaStream;
 use super::server::Shared;
 use super::sotw::{select, SotwStream};
@@ -202,8 +208,9 @@ per_type_service!(ExtensionConfigDiscoveryService { StreamExtensionConfigsStream
 per_type_service!(VirtualHostDiscoveryService { DeltaVirtualHostsStream delta_virtual_hosts });
 per_type_service!(LocalityEndpointDiscoveryService { DeltaLocalityEndpointsStream delta_locality_endpoints });
 
-/// Every discovery service, with the server's message size limits applied.
-pub(crate) fn routes(shared: &Arc<Shared>) -> Routes {
+/// Every discovery service, CSDS, gRPC health and reflection, with the server's message size
+/// limits applied.
+pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter) -> Routes {
     let door = |scope| Door {
         shared: Arc::clone(shared),
         scope,
@@ -257,4 +264,36 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Routes {
             ExtensionConfigDiscoveryServiceServer,
             Scope::Single(type_url::EXTENSION_CONFIG)
         ))
+        .add_service(
+            ClientStatusDiscoveryServiceServer::new(Csds { shared: Arc::clone(shared) })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(HealthServer::new(HealthService::from_health_reporter(health)))
+        .add_service(reflection())
+}
+
+/// Server reflection over every Envoy API service and message (and gRPC health).
+fn reflection(
+) -> tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>
+{
+    let with_envoy = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nebucloud_xds_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    match with_envoy {
+        Ok(r) => r,
+        Err(e) => {
+            // The descriptors are embedded at build time, so this is a build defect; serve
+            // reflection of the health service rather than none.
+            tracing::error!(error = %e, "reflection over the Envoy descriptors failed");
+            let fallback = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1();
+            match fallback {
+                Ok(r) => r,
+                Err(_) => tonic_reflection::server::Builder::configure().build_v1().unwrap_or_else(|_| unreachable!()),
+            }
+        }
+    }
 }

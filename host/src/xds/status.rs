@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use serde::Serialize;
 
 use super::types::short_name;
@@ -67,6 +68,10 @@ pub struct NodeStatus {
     pub node_id: String,
     /// The node group it is served from.
     pub group: String,
+    /// `node.cluster`.
+    pub cluster: String,
+    /// `node.user_agent_name`.
+    pub user_agent: String,
     /// How many streams of this node are open.
     pub streams: usize,
     /// Per type URL.
@@ -103,20 +108,16 @@ impl NodeRegistry {
     }
 
     /// Registers a stream of a node; the returned guard unregisters it when dropped.
-    pub(crate) fn open(self: &Arc<Self>, node_id: &str, group: &str) -> StreamRecord {
-        let mut entry = self
-            .nodes
-            .entry(node_id.to_owned())
-            .or_insert_with(|| NodeStatus {
-                node_id: node_id.to_owned(),
-                ..NodeStatus::default()
-            });
+    pub(crate) fn open(self: &Arc<Self>, node: &Node, group: &str) -> StreamRecord {
+        let mut entry = self.nodes.entry(node.id.clone()).or_insert_with(|| NodeStatus {
+            node_id: node.id.clone(),
+            ..NodeStatus::default()
+        });
         entry.streams += 1;
         entry.group = group.to_owned();
-        StreamRecord {
-            registry: Arc::clone(self),
-            node_id: node_id.to_owned(),
-        }
+        entry.cluster = node.cluster.clone();
+        entry.user_agent = node.user_agent_name.clone();
+        StreamRecord { registry: Arc::clone(self), node_id: node.id.clone() }
     }
 
     fn update(&self, node_id: &str, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
@@ -193,8 +194,8 @@ mod tests {
     #[test]
     fn a_node_lives_while_a_stream_is_open() {
         let reg = Arc::new(NodeRegistry::default());
-        let a = reg.open("n1", "g");
-        let b = reg.open("n1", "g");
+        let a = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
+        let b = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
         a.sent("t.Cluster", "v1", "1");
         assert_eq!(reg.get("n1").map(|n| n.streams), Some(2));
         drop(a);
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn nack_is_recorded_and_not_counted_as_configured() {
         let reg = Arc::new(NodeRegistry::default());
-        let s = reg.open("n1", "g");
+        let s = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
         s.sent("t", "v1", "1");
         s.acked("t", "v1");
         s.sent("t", "v2", "2");

@@ -55,7 +55,7 @@ where
         if let Some(observer) = &shared.observer {
             observer.node_connected(&group, &node);
         }
-        let record = shared.nodes.open(&node.id, &group);
+        let record = shared.nodes.open(&node, &group);
         let _gauge = StreamGauge::open(scope.label());
         tracing::debug!(node = %node.id, %group, mode = scope.label(), "stream opened");
         let mut watch = shared.cache.watch(&group);

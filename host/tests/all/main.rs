@@ -9,6 +9,7 @@
     dead_code
 )]
 
+mod admin;
 mod cli;
 mod inputs_etcd;
 mod inputs_kubernetes;

@@ -139,7 +139,9 @@ impl ClusterMirror {
                     changes.services.insert(key.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(service = %document_name(&key), error = %e, "Service not understood: no mesh document")
+                    tracing::warn!(service = %document_name(&key), error = %e, "Service not understood: no mesh document");
+                    self.services.remove(&key);
+                    changes.services.insert(key.clone());
                 }
             },
             Role::EndpointSlice => {
@@ -273,4 +275,64 @@ fn object_json(
     });
     obj.metadata.managed_fields = None;
     serde_json::to_value(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::KubernetesConfig;
+    use crate::plugins::InputView;
+
+    const SERVICES: usize = 0;
+    const SLICES: usize = 1;
+
+    fn service(name: &str) -> DynamicObject {
+        serde_json::from_value(json!({ "metadata": { "name": name, "namespace": "default" }, "spec": { "ports": [{ "port": 80 }] } })).unwrap()
+    }
+
+    fn slice(name: &str, service: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "default", "labels": { SERVICE_NAME_LABEL: service } },
+            "addressType": "IPv4", "ports": [{ "port": 8080 }], "endpoints": [{ "addresses": ["10.0.0.1"] }],
+        }))
+        .unwrap()
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, n)| ((*k).to_owned(), (*n).to_owned())).collect()
+    }
+
+    fn list(m: &mut ClusterMirror, i: usize, objects: Vec<DynamicObject>) -> Vec<(String, String)> {
+        let mut changed = m.apply(i, Event::Init);
+        for o in objects {
+            changed.extend(m.apply(i, Event::InitApply(o)));
+        }
+        changed.extend(m.apply(i, Event::InitDone));
+        changed
+    }
+
+    #[test]
+    fn mesh_services_wait_for_both_lists_and_a_relist_drops_what_vanished() {
+        let store = Arc::new(InputStore::new());
+        let targets = super::super::watch_targets(&KubernetesConfig::default());
+        let mut m = ClusterMirror::new(&targets, "default".into(), Arc::clone(&store));
+        let changed = list(&mut m, SERVICES, vec![service("a"), service("b")]);
+        assert_eq!(changed, keys(&[("k8s/Service", "default/a"), ("k8s/Service", "default/b")]));
+        assert!(store.get("Service", "a").is_none(), "no mesh Service before its endpoints are listed");
+
+        let changed = list(&mut m, SLICES, vec![slice("a-1", "a")]);
+        assert_eq!(changed, keys(&[("Service", "a"), ("Service", "b"), ("k8s/EndpointSlice", "default/a-1")]));
+        let a: serde_json::Value = serde_json::from_str(&store.get("Service", "a").unwrap().json).unwrap();
+        assert_eq!(a["endpoints"], json!([{ "address": "10.0.0.1", "port": 8080, "weight": 1 }]));
+
+        // `b` was deleted while the watch was down: the relist removes it and its mesh Service.
+        assert_eq!(list(&mut m, SERVICES, vec![service("a")]), keys(&[("Service", "b"), ("k8s/Service", "default/b")]));
+        assert!(store.get("Service", "b").is_none());
+        // A slice relabelled to another Service leaves the first one without endpoints.
+        assert_eq!(m.apply(SLICES, Event::Apply(slice("a-1", "c"))), keys(&[("Service", "a"), ("k8s/EndpointSlice", "default/a-1")]));
+        assert_eq!(m.apply(SERVICES, Event::Delete(service("a"))), keys(&[("Service", "a"), ("k8s/Service", "default/a")]));
+        assert_eq!(store.len(), 1);
+    }
 }

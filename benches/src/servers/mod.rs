@@ -1,0 +1,119 @@
+//! The server under load, in its own process so that its memory and CPU can be read from
+//! `/proc`: ours, the seed as published, or the seed with a push path. It is driven by lines
+//! on stdin (`update N`, `quit`) and answers on stdout (`ready ADDR SETUP_BYTES`, `updated N`).
+
+mod ours;
+mod seed_as_is;
+mod seed_push;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Which implementation serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impl {
+    /// nebucloud-xds: cache, pipeline and the mesh plugin (or static resources).
+    Ours,
+    /// The seed crate's own server (nebucloud-xds 0.1.0), unmodified: it answers requests
+    /// and never pushes to open streams.
+    Seed,
+    /// The seed's cache and request handlers behind the smallest push path: each stream also
+    /// holds a cache watch and, when it fires, re-runs the seed's handler for every subscribed
+    /// type.
+    SeedPush,
+}
+
+impl Impl {
+    /// The name used in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Ours => "ours",
+            Impl::Seed => "seed",
+            Impl::SeedPush => "seed-push",
+        }
+    }
+}
+
+/// What the server serves and how.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Which implementation.
+    #[arg(long = "impl", value_enum)]
+    pub implementation: Impl,
+    /// How many nodes will connect (the seed keys snapshots by node id: one per node).
+    #[arg(long, default_value_t = 10_000)]
+    pub nodes: usize,
+    /// How many services the mesh has.
+    #[arg(long, default_value_t = 10)]
+    pub services: usize,
+    /// Ours only: compute resources with this plugin (the mesh plugin's .wasm) through the
+    /// input store and the pipeline; without it, ours serves static resources.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// Ours with a plugin: the pipeline's debounce window, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub debounce_ms: u64,
+}
+
+/// One input change, applied by each implementation its own way.
+trait Updater: Send {
+    /// Makes revision `revision` of the services the current configuration.
+    fn update(&mut self, revision: u32) -> anyhow::Result<()>;
+}
+
+/// Runs the server until `quit` or the end of stdin.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let before = crate::stats::rss_bytes(std::process::id()).unwrap_or(0);
+    let (addr, mut updater): (SocketAddr, Box<dyn Updater>) = match args.implementation {
+        Impl::Ours => {
+            let (addr, u) = ours::start(&args).await?;
+            (addr, Box::new(u))
+        }
+        Impl::Seed => {
+            let (addr, u) = seed_as_is::start(&args).await?;
+            (addr, Box::new(u))
+        }
+        Impl::SeedPush => {
+            let (addr, u) = seed_push::start(&args).await?;
+            (addr, Box::new(u))
+        }
+    };
+    wait_listening(addr).await?;
+    let setup = crate::stats::rss_bytes(std::process::id())
+        .unwrap_or(0)
+        .saturating_sub(before);
+    println!("ready {addr} {setup}");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next().map(str::parse::<u32>)) {
+            (Some("update"), Some(Ok(revision))) => {
+                updater.update(revision)?;
+                println!("updated {revision}");
+            }
+            (Some("quit"), _) => break,
+            _ => eprintln!("bench-server: unknown command {line:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// A free loopback port (the seed's server binds by address, not by listener).
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the server never listened on {addr}")
+}
