@@ -68,9 +68,10 @@ deny: tool-cargo-deny
 	cargo deny check licenses bans sources
 
 # The tests run once (--no-report); the three reports are read from the same profile data.
-coverage: deps tool-cargo-llvm-cov
+# The host's tests drive the real clients (deps) and load real plugin components (test-plugins).
+coverage: deps test-plugins tool-cargo-llvm-cov
 	mkdir -p $(COVERAGE_DIR)
-	cargo llvm-cov --package nebucloud-xds --no-report
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo llvm-cov --package nebucloud-xds --no-report
 	cargo llvm-cov report --package nebucloud-xds --summary-only
 	cargo llvm-cov report --package nebucloud-xds --json --summary-only \
 		--output-path $(COVERAGE_DIR)/coverage.json

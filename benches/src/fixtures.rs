@@ -114,21 +114,57 @@ pub fn mesh_set(services: usize, revision: u32) -> anyhow::Result<Arc<ResourceSe
     Ok(Arc::new(ResourceSet::new(resources)?))
 }
 
+/// A resource as the seed holds it: encoded once, handed out as an `Any` (what the seed's
+/// own, unexported, `AnyResource` does).
+#[derive(Debug)]
+pub struct SeedResource {
+    name: String,
+    any: seed_prost_types::Any,
+}
+
+impl SeedResource {
+    /// A boxed resource for the seed's snapshots.
+    pub fn boxed(type_url: &str, name: &str, body: Vec<u8>) -> seed::core::BoxResource {
+        Arc::new(SeedResource {
+            name: name.to_owned(),
+            any: seed_prost_types::Any {
+                type_url: type_url.to_owned(),
+                value: body,
+            },
+        })
+    }
+}
+
+impl seed::core::Resource for SeedResource {
+    fn type_url(&self) -> &str {
+        &self.any.type_url
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn encode(
+        &self,
+    ) -> Result<seed_prost_types::Any, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.any.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// The same resources as a seed snapshot: every type carries the snapshot's version, as the
 /// seed's `SnapshotBuilder::resources` does.
 pub fn seed_snapshot(resources: &[Resource], version: &str) -> seed::cache::Snapshot {
-    use seed::core::{AnyResource, BoxResource};
     use std::collections::BTreeMap;
-    let mut by_type: BTreeMap<&str, Vec<BoxResource>> = BTreeMap::new();
+    let mut by_type: BTreeMap<&str, Vec<seed::core::BoxResource>> = BTreeMap::new();
     for r in resources {
-        let any = seed_prost_types::Any {
-            type_url: r.type_url().to_owned(),
-            value: r.body().to_vec(),
-        };
         by_type
             .entry(r.type_url())
             .or_default()
-            .push(Arc::new(AnyResource::new(r.type_url(), r.name(), any)));
+            .push(SeedResource::boxed(r.type_url(), r.name(), r.body().to_vec()));
     }
     by_type
         .into_iter()

@@ -1,1 +1,155 @@
-fn main(){}
+//! The load generator: `loadgen --nodes 10000` runs N simulated Envoys over ADS (SotW and
+//! Delta) against our server, the seed's server as published, and the seed with a push path,
+//! each in its own process; prints progress on stderr and writes JSON, Markdown and SVG plots
+//! under `target/bench-results/`.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nx_bench::fixtures::{plugin_dir, results_dir};
+use nx_bench::loadgen::client::Protocol;
+use nx_bench::loadgen::{run, server::default_server_bin, Scenario};
+use nx_bench::report::{self, Context};
+use nx_bench::servers::Impl;
+use nx_bench::stats::{cpu_seconds, raise_fd_limit};
+
+#[derive(Parser)]
+#[command(about = "ADS load generator: ours side by side with the seed library")]
+struct Cli {
+    /// Simulated nodes per run.
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Protocols to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sotw", "delta"])]
+    protocols: Vec<Protocol>,
+    /// Servers to run.
+    #[arg(long = "impls", value_enum, value_delimiter = ',', default_values = ["ours", "seed", "seed-push"])]
+    implementations: Vec<Impl>,
+    /// ADS streams per HTTP/2 connection; several values run each scenario once per value.
+    /// Real fleets open one connection per node (1); sharing connections keeps descriptors
+    /// and the load generator's own cost down.
+    #[arg(long, value_delimiter = ',', default_values = ["50"])]
+    streams_per_conn: Vec<usize>,
+    /// Input changes timed per run.
+    #[arg(long, default_value_t = 5)]
+    updates: u32,
+    /// Services in the mesh (10 clusters, 10 assignments, a listener and a route table).
+    #[arg(long, default_value_t = 10)]
+    services: usize,
+    /// The mesh plugin for our server (default: $NX_PLUGIN_DIR or build/plugins, mesh.wasm).
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Serve our server's resources from the cache directly, without the plugin pipeline.
+    #[arg(long)]
+    static_resources: bool,
+    /// Our pipeline's debounce window in ms (serving default: 100; 0 measures the path).
+    #[arg(long, default_value_t = 0)]
+    debounce_ms: u64,
+    /// Seconds to wait for all nodes in one phase.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+    /// Output directory (default: target/bench-results, under $CARGO_TARGET_DIR if set).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// File name stem of the results.
+    #[arg(long, default_value = "loadgen")]
+    name: String,
+    /// The bench-server binary (default: beside this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Fail unless every node was configured and every change reached every node of the
+    /// servers that push (the smoke test).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let fd_limit = raise_fd_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_all(cli, fd_limit))
+}
+
+async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let needed = cli.nodes.div_ceil(cli.streams_per_conn.iter().copied().min().unwrap_or(1).max(1));
+    if (needed as u64) + 64 > fd_limit {
+        anyhow::bail!("{needed} connections need more open files than the limit of {fd_limit}: raise `ulimit -n` or --streams-per-conn");
+    }
+    let plugin = if cli.static_resources {
+        None
+    } else {
+        let p = cli.plugin.clone().unwrap_or_else(|| plugin_dir().join("mesh.wasm"));
+        anyhow::ensure!(p.exists(), "{} is missing: run `make plugins`, or pass --static-resources", p.display());
+        Some(p)
+    };
+    let server_bin = cli.server_bin.clone().unwrap_or_else(default_server_bin);
+    let mut results = Vec::new();
+    for &spc in &cli.streams_per_conn {
+        for &protocol in &cli.protocols {
+            for &implementation in &cli.implementations {
+                // The seed as published never pushes: one change, briefly, shows it.
+                let (updates, update_timeout) = match implementation {
+                    Impl::Seed => (cli.updates.min(1), Duration::from_secs(3)),
+                    _ => (cli.updates, Duration::from_secs(cli.timeout_s)),
+                };
+                let scenario = Scenario {
+                    implementation,
+                    protocol,
+                    nodes: cli.nodes,
+                    streams_per_conn: spc.max(1),
+                    updates,
+                    services: cli.services,
+                    plugin: plugin.clone(),
+                    debounce_ms: cli.debounce_ms,
+                    timeout: Duration::from_secs(cli.timeout_s),
+                    update_timeout,
+                };
+                let r = run(&scenario, &server_bin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{} {protocol:?}: {e:#}", implementation.name()))?;
+                eprintln!(
+                    "[{} {:?} {}] initial {:.0} ms, change p99 {:.1} ms, {:.1} KB/node",
+                    implementation.name(), protocol, cli.nodes, r.initial.all_configured_ms,
+                    r.update_all.p99_ms, r.bytes_per_node / 1024.0
+                );
+                results.push(r);
+            }
+        }
+    }
+    let ctx = Context {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        fd_limit,
+        loadgen_cpu_s: cpu_seconds(std::process::id()).unwrap_or(0.0),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    let out = cli.out.clone().unwrap_or_else(results_dir);
+    for path in report::write(&out, &cli.name, &results, &ctx)? {
+        eprintln!("wrote {}", path.display());
+    }
+    println!("{}", report::markdown(&results, &ctx));
+    if cli.check {
+        check(&results)?;
+    }
+    Ok(())
+}
+
+fn check(results: &[nx_bench::loadgen::RunResult]) -> anyhow::Result<()> {
+    for r in results {
+        let name = format!("{} {:?}", r.implementation.name(), r.protocol);
+        anyhow::ensure!(r.initial.configured == r.nodes, "{name}: {}/{} nodes configured", r.initial.configured, r.nodes);
+        anyhow::ensure!(r.failed_streams == 0, "{name}: {} streams failed", r.failed_streams);
+        if r.implementation != Impl::Seed {
+            for (k, u) in r.updates.iter().enumerate() {
+                anyhow::ensure!(u.acked == r.nodes, "{name}: change {} reached {}/{} nodes", k + 1, u.acked, r.nodes);
+            }
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,8 @@ use super::limits::MemoryCap;
 
 /// The most log lines one call keeps (each also goes to the host log at once).
 const MAX_LOG_LINES: usize = 64;
+/// How the SDK's panic hook starts the line it logs.
+pub(crate) const PANIC_PREFIX: &str = "panicked at ";
 /// The longest log line kept, in bytes.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -59,7 +61,9 @@ impl types::Host for CallState {}
 impl host::Host for CallState {
     fn log(&mut self, level: types::Level, message: String) {
         self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
+        // A panic hook's line is what explains a trap: it is kept past the line cap.
+        let panic = level == types::Level::Error && message.starts_with(PANIC_PREFIX);
+        if self.log_lines > MAX_LOG_LINES && !panic {
             return;
         }
         let mut message = message;

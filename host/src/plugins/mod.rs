@@ -2,6 +2,7 @@
 //! sandbox (no files, sockets, environment or clocks) with per-call limits, chained into
 //! generators, transforms and validators.
 
+mod bench;
 mod call;
 mod chain;
 mod engine;
@@ -19,6 +20,7 @@ mod bindings {
     });
 }
 
+pub use bench::{bench_plugin, BenchError, BenchOptions, BenchReport, Latency};
 pub use chain::{ChainOutput, PluginChain, PluginRunError};
 pub use engine::{EngineOptions, PluginEngine};
 pub use inputs::{Document, InputView, Reads, StaticInputs};

@@ -10,7 +10,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{self, PluginPre};
-use super::call::{add_to_linker, CallState};
+use super::call::{add_to_linker, CallState, PANIC_PREFIX};
 use super::engine::{PluginEngine, EPOCH_TICK};
 use super::inputs::{InputView, Reads, StaticInputs};
 use super::limits::PluginLimits;
@@ -390,6 +390,14 @@ impl Plugin {
         }
     }
 
+    /// Drops the idle instances, so that the next call starts a fresh one: what a cold pool
+    /// costs is what `plugin bench` reports as "fresh".
+    pub fn drop_warm_instances(&self) {
+        if let Ok(mut pool) = self.warm.lock() {
+            pool.clear();
+        }
+    }
+
     fn release(&self, warm: Warm) {
         if let Ok(mut pool) = self.warm.lock() {
             if pool.len() < WARM_INSTANCES {
@@ -409,8 +417,9 @@ impl Plugin {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PluginFault::Timeout(self.limits.deadline());
         }
-        // A guest panic reaches us as `unreachable` after its hook logged the message.
-        match state.errors.last() {
+        // A guest panic reaches us as `unreachable` after its hook logged the message; any
+        // other trap is described by wasmtime.
+        match state.errors.iter().rev().find(|l| l.starts_with(PANIC_PREFIX)) {
             Some(panic) => PluginFault::Trap(panic.clone()),
             None => PluginFault::Trap(format!("{}", e.root_cause())),
         }

@@ -1,6 +1,7 @@
 //! The xDS protocol: State-of-the-World and Delta, over ADS and the per-type services, with
 //! per-stream subscriptions, nonces, ACK/NACK records, ordering and TTL heartbeats.
 
+mod admission;
 mod context;
 mod csds;
 mod delta;
@@ -10,6 +11,7 @@ mod sotw;
 mod status;
 mod stream;
 mod subscription;
+mod tls;
 mod types;
 
 pub use context::StreamLimits;
@@ -17,4 +19,5 @@ pub use server::{
     ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
     XdsServerBuilder,
 };
+pub use tls::{TlsError, TlsSettings};
 pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};

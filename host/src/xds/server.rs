@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::cache::Cache;
 
+use super::admission;
 use super::context::StreamLimits;
+use super::tls::{TlsError, TlsSettings};
 use super::services;
 use super::status::NodeRegistry;
 
@@ -106,6 +107,9 @@ pub(crate) struct Shared {
     pub(crate) limits: StreamLimits,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) max_message_bytes: usize,
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_streams_per_connection: Option<u32>,
 }
 
 /// An xDS management server over a [`Cache`]: ADS and every per-type discovery service, each
@@ -133,9 +137,34 @@ pub struct XdsServerBuilder {
     limits: StreamLimits,
     heartbeat_interval: Duration,
     max_message_bytes: usize,
+    tls: Option<TlsSettings>,
+    max_connections: Option<usize>,
+    max_streams_per_connection: Option<u32>,
 }
 
 impl XdsServerBuilder {
+    /// Serve over TLS (and mutual TLS when a client CA is set).
+    #[must_use]
+    pub fn tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// At most this many connections at once; the next ones get `RESOURCE_EXHAUSTED`.
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// At most this many concurrent streams per connection (HTTP/2 `MAX_CONCURRENT_STREAMS`;
+    /// further streams are refused by the transport).
+    #[must_use]
+    pub fn max_streams_per_connection(mut self, max: u32) -> Self {
+        self.max_streams_per_connection = Some(max);
+        self
+    }
+
     /// How nodes map to groups; the default is [`ByNodeId`].
     #[must_use]
     pub fn grouping(mut self, grouping: impl NodeGrouping) -> Self {
@@ -185,6 +214,9 @@ impl XdsServerBuilder {
                 limits: self.limits,
                 heartbeat_interval: self.heartbeat_interval,
                 max_message_bytes: self.max_message_bytes,
+                tls: self.tls,
+                max_connections: self.max_connections,
+                max_streams_per_connection: self.max_streams_per_connection,
             }),
         }
     }
@@ -200,6 +232,9 @@ impl XdsServer {
             limits: StreamLimits::default(),
             heartbeat_interval: Duration::from_secs(10),
             max_message_bytes: 16 << 20,
+            tls: None,
+            max_connections: None,
+            max_streams_per_connection: None,
         }
     }
 
@@ -238,12 +273,18 @@ impl XdsServer {
         for service in ["", "envoy.service.discovery.v3.AggregatedDiscoveryService"] {
             self.health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
         }
-        Server::builder()
+        let mut builder = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
+            .max_concurrent_streams(self.shared.max_streams_per_connection);
+        if let Some(tls) = &self.shared.tls {
+            let config = tls.server_config().map_err(ServeError::Tls)?;
+            builder = builder.tls_config(config).map_err(ServeError::Transport)?;
+        }
+        let incoming = admission::incoming(listener, self.shared.max_connections, self.shared.tls.is_some());
+        builder
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(ServeError::Transport)
     }
@@ -261,6 +302,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(TlsError),
     /// The gRPC transport failed.
     #[error("xDS transport: {0}")]
     Transport(#[source] tonic::transport::Error),

@@ -50,6 +50,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use super::context::Scope;
 use super::csds::Csds;
+use super::tls::{certificate_names, PeerIdentity};
 use super::delta::DeltaStream;
 use super::server::Shared;
 use super::sotw::{select, SotwStream};
@@ -68,26 +69,35 @@ impl Door {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Response<ResponseStream<DiscoveryResponse>> {
-        Response::new(serve::<SotwStream>(
-            Arc::clone(&self.shared),
-            self.scope,
-            req.into_inner(),
-        ))
+        let peer = self.peer(&req);
+        Response::new(serve::<SotwStream>(Arc::clone(&self.shared), self.scope, peer, req.into_inner()))
     }
 
     fn delta(
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
-        Response::new(serve::<DeltaStream>(
-            Arc::clone(&self.shared),
-            self.scope,
-            req.into_inner(),
-        ))
+        let peer = self.peer(&req);
+        Response::new(serve::<DeltaStream>(Arc::clone(&self.shared), self.scope, peer, req.into_inner()))
     }
 
     /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
+    /// Who the peer is, when node ids must match client certificates.
+    fn peer<T>(&self, req: &Request<T>) -> PeerIdentity {
+        match &self.shared.tls {
+            Some(tls) if tls.authorize_node_ids && tls.client_ca.is_some() => {
+                let names = req
+                    .peer_certs()
+                    .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
+                    .unwrap_or_default();
+                PeerIdentity::Names(Arc::new(names))
+            }
+            _ => PeerIdentity::Unchecked,
+        }
+    }
+
     fn fetch(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
+        let peer = self.peer(&req);
         let req = req.into_inner();
         let type_url = self.scope.resolve(&req.type_url)?;
         let node = req
@@ -104,6 +114,7 @@ impl Door {
                 self.shared.limits.max_names_per_type
             )));
         }
+        peer.authorize(&node.id)?;
         let group = self.shared.grouping.group_of(node);
         if let Some(observer) = &self.shared.observer {
             observer.node_connected(&group, node);

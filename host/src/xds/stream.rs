@@ -13,6 +13,7 @@ use tonic::{Status, Streaming};
 
 use super::context::{Scope, StreamContext, StreamProtocol};
 use super::server::Shared;
+use super::tls::PeerIdentity;
 
 /// The response stream handed to tonic.
 pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -29,6 +30,7 @@ enum Event<R> {
 pub(crate) fn serve<P>(
     shared: Arc<Shared>,
     scope: Scope,
+    peer: PeerIdentity,
     mut requests: Streaming<P::Request>,
 ) -> ResponseStream<P::Response>
 where
@@ -51,6 +53,11 @@ where
                 return;
             }
         };
+        if let Err(status) = peer.authorize(&node.id) {
+            tracing::warn!(node = %node.id, error = status.message(), "node refused");
+            yield Err(status);
+            return;
+        }
         let group = shared.grouping.group_of(&node);
         if let Some(observer) = &shared.observer {
             observer.node_connected(&group, &node);

@@ -25,3 +25,4 @@ mod real_plugins;
 mod real_reload;
 mod scripted;
 mod support;
+mod tls_limits;

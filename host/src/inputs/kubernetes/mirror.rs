@@ -301,7 +301,10 @@ mod tests {
     }
 
     fn keys(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, n)| ((*k).to_owned(), (*n).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+            .collect()
     }
 
     fn list(m: &mut ClusterMirror, i: usize, objects: Vec<DynamicObject>) -> Vec<(String, String)> {
@@ -319,20 +322,46 @@ mod tests {
         let targets = super::super::watch_targets(&KubernetesConfig::default());
         let mut m = ClusterMirror::new(&targets, "default".into(), Arc::clone(&store));
         let changed = list(&mut m, SERVICES, vec![service("a"), service("b")]);
-        assert_eq!(changed, keys(&[("k8s/Service", "default/a"), ("k8s/Service", "default/b")]));
-        assert!(store.get("Service", "a").is_none(), "no mesh Service before its endpoints are listed");
+        assert_eq!(
+            changed,
+            keys(&[("k8s/Service", "default/a"), ("k8s/Service", "default/b")])
+        );
+        assert!(
+            store.get("Service", "a").is_none(),
+            "no mesh Service before its endpoints are listed"
+        );
 
         let changed = list(&mut m, SLICES, vec![slice("a-1", "a")]);
-        assert_eq!(changed, keys(&[("Service", "a"), ("Service", "b"), ("k8s/EndpointSlice", "default/a-1")]));
-        let a: serde_json::Value = serde_json::from_str(&store.get("Service", "a").unwrap().json).unwrap();
-        assert_eq!(a["endpoints"], json!([{ "address": "10.0.0.1", "port": 8080, "weight": 1 }]));
+        assert_eq!(
+            changed,
+            keys(&[
+                ("Service", "a"),
+                ("Service", "b"),
+                ("k8s/EndpointSlice", "default/a-1")
+            ])
+        );
+        let a: serde_json::Value =
+            serde_json::from_str(&store.get("Service", "a").unwrap().json).unwrap();
+        assert_eq!(
+            a["endpoints"],
+            json!([{ "address": "10.0.0.1", "port": 8080, "weight": 1 }])
+        );
 
         // `b` was deleted while the watch was down: the relist removes it and its mesh Service.
-        assert_eq!(list(&mut m, SERVICES, vec![service("a")]), keys(&[("Service", "b"), ("k8s/Service", "default/b")]));
+        assert_eq!(
+            list(&mut m, SERVICES, vec![service("a")]),
+            keys(&[("Service", "b"), ("k8s/Service", "default/b")])
+        );
         assert!(store.get("Service", "b").is_none());
         // A slice relabelled to another Service leaves the first one without endpoints.
-        assert_eq!(m.apply(SLICES, Event::Apply(slice("a-1", "c"))), keys(&[("Service", "a"), ("k8s/EndpointSlice", "default/a-1")]));
-        assert_eq!(m.apply(SERVICES, Event::Delete(service("a"))), keys(&[("Service", "a"), ("k8s/Service", "default/a")]));
+        assert_eq!(
+            m.apply(SLICES, Event::Apply(slice("a-1", "c"))),
+            keys(&[("Service", "a"), ("k8s/EndpointSlice", "default/a-1")])
+        );
+        assert_eq!(
+            m.apply(SERVICES, Event::Delete(service("a"))),
+            keys(&[("Service", "a"), ("k8s/Service", "default/a")])
+        );
         assert_eq!(store.len(), 1);
     }
 }

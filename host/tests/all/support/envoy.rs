@@ -66,6 +66,8 @@ pub(crate) struct EnvoyOptions {
     /// and RDS ones come from the server's own Cluster and Listener resources: an unanswered EDS
     /// there still holds LDS back for its timeout (15 s unless the server sets one).
     pub(crate) initial_fetch_timeout: Duration,
+    /// Mutual TLS to the xDS server: (CA, client certificate, client key) PEM files.
+    pub(crate) xds_tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl EnvoyOptions {
@@ -78,6 +80,7 @@ impl EnvoyOptions {
             metadata: json!({}),
             mode,
             initial_fetch_timeout: Duration::from_secs(2),
+            xds_tls: None,
         }
     }
 
@@ -113,7 +116,7 @@ impl EnvoyOptions {
                 "grpc_services": grpc_services,
             });
         }
-        json!({
+        let mut bootstrap = json!({
             "node": {
                 "id": self.node_id,
                 "cluster": self.node_cluster,
@@ -138,7 +141,22 @@ impl EnvoyOptions {
                     }
                 }
             }]}
-        })
+        });
+        if let Some((ca, cert, key)) = &self.xds_tls {
+            bootstrap["static_resources"]["clusters"][0]["transport_socket"] = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": "localhost",
+                    "common_tls_context": {
+                        "alpn_protocols": ["h2"],
+                        "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+                        "validation_context": {"trusted_ca": {"filename": ca}}
+                    }
+                }
+            });
+        }
+        bootstrap
     }
 }
 

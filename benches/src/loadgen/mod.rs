@@ -1,0 +1,282 @@
+//! The load generator: N simulated nodes on ADS against a server in another process; measures
+//! the time to configure all of them, the time from one input change to all of them having
+//! ACKed it, the server's memory per connected node, and CPU.
+
+pub mod client;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::servers::Impl;
+use crate::stats::Summary;
+use client::{NodeProgress, Protocol};
+use server::ServerProcess;
+
+/// One run: one server, one protocol, N nodes.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The server implementation.
+    pub implementation: Impl,
+    /// SotW or Delta.
+    pub protocol: Protocol,
+    /// How many nodes.
+    pub nodes: usize,
+    /// How many ADS streams share one HTTP/2 connection (1: one connection per node, as real
+    /// fleets do).
+    pub streams_per_conn: usize,
+    /// How many input changes to time.
+    pub updates: u32,
+    /// Services in the mesh.
+    pub services: usize,
+    /// Ours: the mesh plugin, to run the full pipeline.
+    pub plugin: Option<PathBuf>,
+    /// Ours with a plugin: the pipeline's debounce, in milliseconds.
+    pub debounce_ms: u64,
+    /// How long to wait for all nodes to be configured before reporting the stragglers.
+    pub timeout: Duration,
+    /// ... and for one change to reach all nodes.
+    pub update_timeout: Duration,
+}
+
+/// Timings of the initial configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Initial {
+    /// From the first connection attempt to the last node configured.
+    pub all_configured_ms: f64,
+    /// Opening the HTTP/2 connections (part of the above).
+    pub connect_ms: f64,
+    /// Per node: from its stream's first request to its ACK of the last of the four types.
+    pub per_node: Summary,
+    /// Nodes configured (of `nodes`).
+    pub configured: usize,
+}
+
+/// Timings of one input change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Update {
+    /// Nodes that ACKed the new version within the timeout.
+    pub acked: usize,
+    /// Per node: from the change to its ACK.
+    pub per_node: Summary,
+    /// Server CPU seconds spent on this change.
+    pub server_cpu_s: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// `ours`, `seed` or `seed-push`.
+    pub implementation: Impl,
+    /// `sotw` or `delta`.
+    pub protocol: Protocol,
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// Streams per HTTP/2 connection.
+    pub streams_per_conn: usize,
+    /// What the server did on a change (a description for the results).
+    pub update_path: String,
+    /// Initial configuration.
+    pub initial: Initial,
+    /// Server resident memory with its resources loaded and no client, in bytes.
+    pub rss_idle: u64,
+    /// ... and with every node connected and configured.
+    pub rss_connected: u64,
+    /// `(rss_connected - rss_idle) / nodes`.
+    pub bytes_per_node: f64,
+    /// What the server's resources added to its memory before any client came, in bytes.
+    pub setup_bytes: u64,
+    /// Server CPU seconds while the nodes connected and were configured.
+    pub server_cpu_connect_s: f64,
+    /// Each input change.
+    pub updates: Vec<Update>,
+    /// All changes' per-node latencies together.
+    pub update_all: Summary,
+    /// Every per-node update latency, in ms (for the plot).
+    #[serde(skip)]
+    pub update_samples: Vec<f64>,
+    /// Every per-node initial latency, in ms (for the plot).
+    #[serde(skip)]
+    pub initial_samples: Vec<f64>,
+    /// Streams that failed.
+    pub failed_streams: usize,
+}
+
+/// Runs one scenario against a fresh server process.
+pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
+    let label = format!("{} {:?} {}", s.implementation.name(), s.protocol, s.nodes);
+    let mut args = vec![
+        "--impl".to_owned(),
+        s.implementation.name().to_owned(),
+        "--nodes".to_owned(),
+        s.nodes.to_string(),
+        "--services".to_owned(),
+        s.services.to_string(),
+        "--debounce-ms".to_owned(),
+        s.debounce_ms.to_string(),
+    ];
+    if let (Impl::Ours, Some(p)) = (s.implementation, &s.plugin) {
+        args.extend(["--plugin".to_owned(), p.display().to_string()]);
+    }
+    let mut server = ServerProcess::spawn(server_bin, &args).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = server.rss();
+    let cpu0 = server.cpu();
+
+    let epoch = Instant::now();
+    let progress: Arc<Vec<NodeProgress>> =
+        Arc::new((0..s.nodes).map(|_| NodeProgress::default()).collect());
+    let channels = connect(server.addr, s.nodes.div_ceil(s.streams_per_conn.max(1))).await?;
+    let connect_ms = ms(epoch.elapsed());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..s.nodes {
+        let channel = channels[i / s.streams_per_conn.max(1)].clone();
+        let (progress, protocol) = (Arc::clone(&progress), s.protocol);
+        tasks.spawn(async move {
+            let _ = client::run_node(channel, i, protocol, epoch, &progress[i]).await;
+        });
+    }
+    wait(&label, "configured", s.timeout, &progress, |p| {
+        p.configured_ns.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    let initial_samples: Vec<f64> = progress
+        .iter()
+        .filter_map(|p| {
+            let (o, c) = (p.opened_ns.load(Ordering::Relaxed), p.configured_ns.load(Ordering::Relaxed));
+            (c > 0).then(|| (c.saturating_sub(o)) as f64 / 1e6)
+        })
+        .collect();
+    let last = progress.iter().map(|p| p.configured_ns.load(Ordering::Relaxed)).max();
+    let initial = Initial {
+        all_configured_ms: last.unwrap_or(0) as f64 / 1e6,
+        connect_ms,
+        per_node: Summary::of(&initial_samples),
+        configured: initial_samples.len(),
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_connected = server.rss();
+    let server_cpu_connect_s = server.cpu() - cpu0;
+
+    let mut updates = Vec::new();
+    let mut update_samples = Vec::new();
+    for k in 1..=s.updates {
+        let cpu_before = server.cpu();
+        let t0 = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        server.send(&format!("update {k}")).await?;
+        server.updated().await?;
+        let want = k + 1;
+        wait(&label, &format!("update {k} ACKed"), s.update_timeout, &progress, |p| {
+            p.marker_versions.load(Ordering::Relaxed) >= want
+        })
+        .await;
+        let samples: Vec<f64> = progress
+            .iter()
+            .filter(|p| p.marker_versions.load(Ordering::Relaxed) >= want)
+            .map(|p| p.marker_ack_ns.load(Ordering::Relaxed).saturating_sub(t0) as f64 / 1e6)
+            .collect();
+        updates.push(Update {
+            acked: samples.len(),
+            per_node: Summary::of(&samples),
+            server_cpu_s: server.cpu() - cpu_before,
+        });
+        update_samples.extend(samples);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let failed_streams = progress
+        .iter()
+        .filter(|p| p.failed.load(Ordering::Relaxed))
+        .count();
+    tasks.abort_all();
+    drop(channels);
+    let setup_bytes = server.setup_bytes;
+    server.stop().await;
+    Ok(RunResult {
+        implementation: s.implementation,
+        protocol: s.protocol,
+        nodes: s.nodes,
+        streams_per_conn: s.streams_per_conn,
+        update_path: update_path(s).to_owned(),
+        initial,
+        rss_idle,
+        rss_connected,
+        bytes_per_node: rss_connected.saturating_sub(rss_idle) as f64 / s.nodes.max(1) as f64,
+        setup_bytes,
+        server_cpu_connect_s,
+        update_all: Summary::of(&update_samples),
+        updates,
+        update_samples,
+        initial_samples,
+        failed_streams,
+    })
+}
+
+fn update_path(s: &Scenario) -> &'static str {
+    match (s.implementation, &s.plugin) {
+        (Impl::Ours, Some(_)) => "input store -> pipeline -> mesh.wasm -> cache -> push",
+        (Impl::Ours, None) => "Cache::set -> push",
+        (Impl::Seed, _) => "set_snapshot per node; the seed's server never pushes (as is)",
+        (Impl::SeedPush, _) => {
+            "set_snapshot per node -> cache watch -> the seed's handler re-run (added push path)"
+        }
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(30));
+    let channels: Vec<Result<Channel, tonic::transport::Error>> =
+        futures::stream::iter((0..n).map(|_| endpoint.connect()))
+            .buffered(64)
+            .collect()
+            .await;
+    Ok(channels.into_iter().collect::<Result<_, _>>()?)
+}
+
+/// Waits until `done` holds for every node that has not failed, printing progress on stderr.
+async fn wait(
+    label: &str,
+    what: &str,
+    timeout: Duration,
+    progress: &[NodeProgress],
+    done: impl Fn(&NodeProgress) -> bool,
+) {
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let (ok, failed) = progress.iter().fold((0, 0), |(ok, failed), p| {
+            if done(p) {
+                (ok + 1, failed)
+            } else if p.failed.load(Ordering::Relaxed) {
+                (ok, failed + 1)
+            } else {
+                (ok, failed)
+            }
+        });
+        let finished = ok + failed == progress.len();
+        if finished || started.elapsed() > timeout || last_print.elapsed() > Duration::from_secs(1)
+        {
+            eprintln!(
+                "[{label}] {what}: {ok}/{} ({failed} failed) after {:.1} s",
+                progress.len(),
+                started.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        if finished || started.elapsed() > timeout {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

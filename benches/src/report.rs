@@ -1,0 +1,157 @@
+//! The load generator's results: a JSON file, a Markdown table (the README's), and SVG plots,
+//! with ours-to-seed ratios and the issue's targets marked met or missed.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::loadgen::client::Protocol;
+use crate::loadgen::RunResult;
+use crate::plot::{bar_chart, cdf_chart, Series};
+use crate::servers::Impl;
+use crate::stats::cdf;
+
+/// The targets of issue #7 (reported, not asserted).
+pub const TARGET_INITIAL_MS: f64 = 500.0;
+/// One input change to all ACKed, p99.
+pub const TARGET_UPDATE_P99_MS: f64 = 150.0;
+/// Server memory per connected node.
+pub const TARGET_BYTES_PER_NODE: f64 = 10.0 * 1024.0;
+
+/// What the run was.
+#[derive(Debug, Serialize)]
+pub struct Context {
+    /// The command line.
+    pub command: String,
+    /// CPUs available.
+    pub cpus: usize,
+    /// The open-file limit in force.
+    pub fd_limit: u64,
+    /// Load generator CPU seconds over the whole run.
+    pub loadgen_cpu_s: f64,
+    /// Wall-clock seconds of the whole run.
+    pub wall_s: f64,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    context: &'a Context,
+    runs: &'a [RunResult],
+}
+
+fn find(runs: &[RunResult], i: Impl, p: Protocol, spc: usize) -> Option<&RunResult> {
+    runs.iter()
+        .find(|r| r.implementation == i && r.protocol == p && r.streams_per_conn == spc)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// The Markdown report: one row per run, then ratios and targets.
+pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "Load generator: `{}` ({} CPUs, loopback, server in its own process; loadgen CPU {:.1} s over {:.0} s).\n", ctx.command, ctx.cpus, ctx.loadgen_cpu_s, ctx.wall_s);
+    md.push_str("| server | protocol | nodes | streams/conn | all configured (ms) | per node p50 / p99 (ms) | change → all ACKed p50 / p99 / max (ms) | ACKed | server memory per node | server CPU: connect / per change (s) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in runs {
+        let acked: usize = r.updates.iter().map(|u| u.acked).min().unwrap_or(0);
+        let cpu_change = r.updates.iter().map(|u| u.server_cpu_s).sum::<f64>()
+            / r.updates.len().max(1) as f64;
+        let _ = writeln!(
+            md,
+            "| {} | {:?} | {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {:.1} KB | {:.2} / {:.3} |",
+            r.implementation.name(),
+            r.protocol,
+            r.nodes,
+            r.streams_per_conn,
+            r.initial.all_configured_ms,
+            r.initial.per_node.p50_ms,
+            r.initial.per_node.p99_ms,
+            if r.update_all.count == 0 {
+                "never delivered".to_owned()
+            } else {
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    r.update_all.p50_ms, r.update_all.p99_ms, r.update_all.max_ms
+                )
+            },
+            if r.updates.is_empty() { "-".to_owned() } else { format!("{acked}/{}", r.nodes) },
+            r.bytes_per_node / 1024.0,
+            r.server_cpu_connect_s,
+            cpu_change,
+        );
+    }
+    md.push_str("\nUpdate paths: ");
+    let mut paths: Vec<String> = runs
+        .iter()
+        .map(|r| format!("**{}**: {}", r.implementation.name(), r.update_path))
+        .collect();
+    paths.dedup();
+    md.push_str(&paths.join("; "));
+    md.push_str(".\n\nOurs against the seed, same run (ratio < 1: ours is smaller/faster), and the targets:\n\n");
+    for r in runs.iter().filter(|r| r.implementation == Impl::Ours) {
+        let (p, spc) = (r.protocol, r.streams_per_conn);
+        let _ = write!(md, "- {:?}, {} nodes, {} streams/conn: initial {:.0} ms ({} ≤ {TARGET_INITIAL_MS} ms)", p, r.nodes, spc, r.initial.all_configured_ms, met(r.initial.all_configured_ms <= TARGET_INITIAL_MS && r.initial.configured == r.nodes));
+        if let Some(s) = find(runs, Impl::Seed, p, spc) {
+            let _ = write!(md, ", ×{:.2} the seed's", r.initial.all_configured_ms / s.initial.all_configured_ms.max(1e-9));
+        }
+        let _ = write!(md, "; memory {:.1} KB/node ({} ≤ 10 KB)", r.bytes_per_node / 1024.0, met(r.bytes_per_node <= TARGET_BYTES_PER_NODE));
+        if let Some(s) = find(runs, Impl::Seed, p, spc) {
+            let _ = write!(md, ", ×{:.2} the seed's {:.1} KB", r.bytes_per_node / s.bytes_per_node.max(1e-9), s.bytes_per_node / 1024.0);
+        }
+        if !r.updates.is_empty() {
+            let all = r.updates.iter().all(|u| u.acked == r.nodes);
+            let _ = write!(md, "; change → all ACKed p99 {:.1} ms ({} ≤ {TARGET_UPDATE_P99_MS} ms)", r.update_all.p99_ms, met(all && r.update_all.p99_ms <= TARGET_UPDATE_P99_MS));
+            if let Some(s) = find(runs, Impl::SeedPush, p, spc).filter(|s| s.update_all.count > 0) {
+                let _ = write!(md, ", ×{:.2} the seed with a push path ({:.1} ms)", r.update_all.p99_ms / s.update_all.p99_ms.max(1e-9), s.update_all.p99_ms);
+            }
+        }
+        md.push_str(".\n");
+    }
+    md
+}
+
+/// Writes `<name>.json`, `<name>.md` and the plots into `dir`; returns the paths written.
+pub fn write(dir: &Path, name: &str, runs: &[RunResult], ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let mut put = |file: String, text: String| -> anyhow::Result<()> {
+        let path = dir.join(file);
+        std::fs::write(&path, text)?;
+        written.push(path);
+        Ok(())
+    };
+    put(format!("{name}.json"), serde_json::to_string_pretty(&Document { context: ctx, runs })?)?;
+    put(format!("{name}.md"), markdown(runs, ctx))?;
+    let label = |r: &RunResult| format!("{} {:?} ×{}", r.implementation.name(), r.protocol, r.streams_per_conn);
+    let updates: Vec<Series> = runs
+        .iter()
+        .filter(|r| !r.update_samples.is_empty())
+        .map(|r| Series { label: label(r), points: cdf(&r.update_samples, 200) })
+        .collect();
+    let nodes = runs.first().map_or(0, |r| r.nodes);
+    put(
+        format!("{name}-updates.svg"),
+        cdf_chart(&format!("One input change → ACKed, {nodes} nodes"), "ms after the change", &updates, Some((TARGET_UPDATE_P99_MS, "target p99"))),
+    )?;
+    let initial: Vec<Series> = runs
+        .iter()
+        .map(|r| Series { label: label(r), points: cdf(&r.initial_samples, 200) })
+        .collect();
+    put(
+        format!("{name}-initial.svg"),
+        cdf_chart(&format!("Initial configuration, {nodes} nodes connecting at once"), "ms from a node's first request to its last ACK", &initial, None),
+    )?;
+    let memory: Vec<(String, f64)> = runs.iter().map(|r| (label(r), r.bytes_per_node / 1024.0)).collect();
+    put(
+        format!("{name}-memory.svg"),
+        bar_chart("Server memory per connected node", "KB", &memory, Some(TARGET_BYTES_PER_NODE / 1024.0)),
+    )?;
+    Ok(written)
+}

@@ -1,0 +1,233 @@
+//! The smallest push path over the seed's own cache and request handlers. The seed's ADS
+//! service reads requests and answers them, and never looks at its cache watches, so a
+//! snapshot set for a node with an open stream reaches it only if the node asks again. Here
+//! each stream also holds `ShardedCache::create_watch` for its node; when the watch fires, the
+//! stream re-runs the seed's own handler for every type it subscribed to, as if the client had
+//! re-sent its last request, and sends what the handler returns. Everything else (versions,
+//! nonces, encoding, delta bookkeeping) is the seed's code.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use seed::core::{NodeHash, ResourceRegistry, TypeUrl};
+use seed::server::services::ads::{
+    AdsService, AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use seed::server::services::ServiceState;
+use seed::server::{ServerConfig, StreamContext};
+use seed::types::envoy::service::discovery::v3::Resource as DeltaResource;
+use seed::types::google::protobuf::Any;
+use seed_tonic::{Request, Response, Status, Streaming};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::seed_as_is::{seeded_cache, SeedUpdater};
+use super::{free_port, ServerArgs};
+
+/// The seed's handlers plus a cache watch per stream.
+#[derive(Clone)]
+struct PushAds {
+    sotw: AdsService,
+    state: ServiceState,
+}
+
+type Out<T> = ReceiverStream<Result<T, Status>>;
+
+#[async_trait::async_trait]
+impl AggregatedDiscoveryService for PushAds {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ctx = StreamContext::new();
+            let mut node: Option<NodeHash> = None;
+            let mut watch = None;
+            // Per type: the names asked for and the version last sent.
+            let mut subscribed: HashMap<String, (Vec<String>, String)> = HashMap::new();
+            loop {
+                let replies = tokio::select! {
+                    req = incoming.next() => {
+                        let Some(Ok(req)) = req else { break };
+                        if node.is_none() {
+                            if let Some(n) = &req.node {
+                                let hash = NodeHash::from_id(&n.id);
+                                ctx.set_node(n.id.clone(), hash);
+                                watch = Some(this.state.cache.create_watch(hash));
+                                node = Some(hash);
+                            }
+                        }
+                        let Some(hash) = node else { continue };
+                        let entry = subscribed.entry(req.type_url.clone()).or_default();
+                        entry.0.clone_from(&req.resource_names);
+                        let error = req.error_detail.as_ref().map(|e| e.message.as_str());
+                        vec![this.sotw.process_sotw_request(
+                            &ctx, &req.type_url, &req.version_info, &req.resource_names, hash,
+                            &req.response_nonce, error,
+                        )]
+                    }
+                    Some(_) = next_snapshot(&mut watch) => {
+                        let Some(hash) = node else { continue };
+                        subscribed
+                            .iter()
+                            .map(|(t, (names, sent))| {
+                                this.sotw.process_sotw_request(&ctx, t, sent, names, hash, "", None)
+                            })
+                            .collect()
+                    }
+                };
+                for reply in replies {
+                    match reply {
+                        Ok(Some(resp)) => {
+                            if let Some(s) = subscribed.get_mut(&resp.type_url) {
+                                s.1.clone_from(&resp.version_info);
+                            }
+                            if tx.send(Ok(resp)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ctx = StreamContext::new();
+            let mut node: Option<NodeHash> = None;
+            let mut watch = None;
+            // Per type: the seed's own record of what this client has.
+            let mut states = HashMap::new();
+            loop {
+                let replies = tokio::select! {
+                    req = incoming.next() => {
+                        let Some(Ok(req)) = req else { break };
+                        if node.is_none() {
+                            if let Some(n) = &req.node {
+                                let hash = NodeHash::from_id(&n.id);
+                                ctx.set_node(n.id.clone(), hash);
+                                watch = Some(this.state.cache.create_watch(hash));
+                                node = Some(hash);
+                            }
+                        }
+                        let Some(hash) = node else { continue };
+                        let state = states.entry(req.type_url.clone()).or_default();
+                        vec![this.state.delta.process_request(
+                            &ctx, TypeUrl::new(req.type_url.clone()), state,
+                            req.resource_names_subscribe, req.resource_names_unsubscribe, hash,
+                        )]
+                    }
+                    Some(_) = next_snapshot(&mut watch) => {
+                        let Some(hash) = node else { continue };
+                        states
+                            .iter_mut()
+                            .map(|(t, state)| {
+                                this.state.delta.process_request(
+                                    &ctx, TypeUrl::new(t.clone()), state, vec![], vec![], hash,
+                                )
+                            })
+                            .collect()
+                    }
+                };
+                for reply in replies {
+                    let resp = match reply {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return;
+                        }
+                    };
+                    let mut resources = Vec::with_capacity(resp.resources.len());
+                    for r in resp.resources {
+                        let any = match r.resource.encode() {
+                            Ok(a) => a,
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                                return;
+                            }
+                        };
+                        resources.push(DeltaResource {
+                            name: r.name,
+                            version: r.version,
+                            resource: Some(Any {
+                                type_url: any.type_url,
+                                value: any.value,
+                            }),
+                            ..DeltaResource::default()
+                        });
+                    }
+                    let out = DeltaDiscoveryResponse {
+                        system_version_info: resp.system_version_info,
+                        resources,
+                        type_url: resp.type_url.to_string(),
+                        removed_resources: resp.removed_resources,
+                        nonce: resp.nonce,
+                        ..DeltaDiscoveryResponse::default()
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The next snapshot the stream's watch delivers; pending until the node is known.
+async fn next_snapshot(
+    watch: &mut Option<seed::cache::Watch>,
+) -> Option<Arc<seed::cache::Snapshot>> {
+    match watch {
+        Some(w) => w.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the seed's cache and handlers behind the push path, on tonic 0.12 as the seed is.
+pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
+    let updater = seeded_cache(args)?;
+    let registry = Arc::new(ResourceRegistry::new());
+    let ads = PushAds {
+        sotw: AdsService::new(Arc::clone(&updater.cache), Arc::clone(&registry)),
+        state: ServiceState::new(
+            Arc::clone(&updater.cache),
+            registry,
+            ServerConfig::default(),
+        ),
+    };
+    let addr = free_port()?;
+    tokio::spawn(async move {
+        let served = seed_tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve(addr)
+            .await;
+        if let Err(e) = served {
+            eprintln!("bench-server (seed-push): {e}");
+        }
+    });
+    Ok((addr, updater))
+}

@@ -1,0 +1,108 @@
+//! TLS and mutual TLS on the xDS port, and node authorization: with mTLS, a node may only
+//! claim an id that its client certificate names.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::Status;
+use x509_parser::extensions::GeneralName;
+
+/// Where the server's certificate, key and (for mTLS) client CA are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle (PEM) that client certificates must chain to: set it for mutual TLS, and
+    /// clients without a valid certificate are refused at the handshake.
+    pub client_ca: Option<PathBuf>,
+    /// With mutual TLS: a node's id must be one of the names in its certificate (DNS or URI
+    /// SANs, or the CN); a name ending in `*` allows every id with that prefix.
+    #[serde(default)]
+    pub authorize_node_ids: bool,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+impl TlsSettings {
+    /// The tonic TLS config: files read now, so a bad path fails at start-up.
+    pub(crate) fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())));
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(config)
+    }
+}
+
+/// The names a client certificate (DER) vouches for: DNS and URI SANs, and the CN.
+pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                GeneralName::URI(u) => names.push((*u).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// Who the peer of a stream is, as far as node authorization goes.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum PeerIdentity {
+    /// Authorization is off (no mTLS, or not configured).
+    #[default]
+    Unchecked,
+    /// The names of the peer's certificate.
+    Names(Arc<Vec<String>>),
+}
+
+impl PeerIdentity {
+    /// Refuses a node id the certificate does not name.
+    pub(crate) fn authorize(&self, node_id: &str) -> Result<(), Status> {
+        let PeerIdentity::Names(names) = self else { return Ok(()) };
+        let allowed = names.iter().any(|n| match n.strip_suffix('*') {
+            Some(prefix) => node_id.starts_with(prefix),
+            None => n == node_id,
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "node id {node_id:?} is not one the client certificate allows ({})",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_match_a_name_or_a_prefix() {
+        let p = PeerIdentity::Names(Arc::new(vec!["envoy-1".into(), "edge-*".into()]));
+        assert!(p.authorize("envoy-1").is_ok());
+        assert!(p.authorize("edge-42").is_ok());
+        let e = p.authorize("envoy-2").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("envoy-2"));
+        assert!(PeerIdentity::Unchecked.authorize("anything").is_ok());
+    }
+}
