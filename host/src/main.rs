@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nebucloud_xds::admin::{router, AdminState, Readiness};
 use nebucloud_xds::cache::load_resource_dir;
 use nebucloud_xds::config::{Config, GroupBy};
-use nebucloud_xds::inputs::{watch_dir, DirSource, InputStore};
+use nebucloud_xds::inputs::{watch_dir, DirSource, EtcdSource, InputStore};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
 use nebucloud_xds::plugins::{
     watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits,
@@ -230,6 +230,18 @@ fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
             ..StreamLimits::default()
         })
         .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms));
+    let builder = match &config.xds.tls {
+        Some(tls) => builder.tls(tls.clone()),
+        None => builder,
+    };
+    let builder = match config.xds.max_connections {
+        Some(max) => builder.max_connections(max),
+        None => builder,
+    };
+    let builder = match config.xds.max_streams_per_connection {
+        Some(max) => builder.max_streams_per_connection(max),
+        None => builder,
+    };
     match config.xds.group_by {
         GroupBy::Identity => builder.grouping(ByIdentity),
         GroupBy::NodeId => builder.grouping(ByNodeId),
@@ -272,13 +284,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
             ..PipelineOptions::default()
         };
-        let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
+        let pipeline = Pipeline::start(cache.clone(), chain, Arc::clone(&store) as Arc<dyn InputView>, options);
         readiness.set("inputs", true);
         if let Some(source) = source {
             let p = pipeline.clone();
             tokio::spawn(watch_dir(source, Duration::from_millis(250), move |keys| {
                 p.inputs_changed(keys)
             }));
+        }
+        if let Some(etcd) = &config.inputs.etcd {
+            let source = EtcdSource::new(etcd.endpoints.clone(), etcd.prefix.clone(), Arc::clone(&store));
+            let health = source.health();
+            readiness.set("etcd", false);
+            let r = Arc::clone(&readiness);
+            tokio::spawn(async move {
+                if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
+                    r.set("etcd", true);
+                }
+            });
+            let p = pipeline.clone();
+            tokio::spawn(source.run(move |keys| p.inputs_changed(keys)));
         }
         let slots = PluginSlots::new(engine, pipeline.clone(), specs);
         if config.reload.watch {

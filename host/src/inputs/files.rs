@@ -116,9 +116,10 @@ impl DirSource {
         for gone in self.seen.keys().filter(|p| !present.contains_key(*p)) {
             changed.extend(self.store.replace_source(&source_name(gone), Vec::new()));
         }
-        // A file that failed is retried at every scan until it parses.
+        // A file that failed is retried at every scan until it parses (the epoch never equals
+        // a real mtime), and still counts as present, so deleting it removes its documents.
         for e in &errors {
-            present.remove(&e.path);
+            present.insert(e.path.clone(), SystemTime::UNIX_EPOCH);
         }
         self.seen = present;
         if !changed.is_empty() {
