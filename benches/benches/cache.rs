@@ -10,8 +10,8 @@ use criterion::Criterion;
 use nebucloud_xds::{Cache, Resource, ResourceSet};
 use nebucloud_xds_proto::type_url;
 use nx_bench::criterion_ratios::{criterion_dir, report, Ratio};
-use seed::cache::{Cache as _, ShardedCache, Snapshot};
 use nx_bench::fixtures::SeedResource;
+use seed::cache::{Cache as _, ShardedCache, Snapshot};
 use seed::core::{NodeHash, TypeUrl};
 
 /// Three types, one small resource each: the seed's bench snapshot has three (empty) types,
@@ -37,9 +37,10 @@ fn ours_set(tag: u64) -> ResourceSet {
 fn seed_snap(tag: u64) -> Snapshot {
     triples(tag)
         .into_iter()
-        .fold(Snapshot::builder().version(format!("v{tag}")), |b, (t, n, body)| {
-            b.resources(TypeUrl::new(t), vec![SeedResource::boxed(t, n, body)])
-        })
+        .fold(
+            Snapshot::builder().version(format!("v{tag}")),
+            |b, (t, n, body)| b.resources(TypeUrl::new(t), vec![SeedResource::boxed(t, n, body)]),
+        )
         .build()
 }
 
@@ -49,9 +50,13 @@ fn cache_ops(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("set_snapshot");
     let (ours, set) = (Cache::new(), Arc::new(ours_set(0)));
-    g.bench_function("ours", |b| b.iter(|| ours.set_shared(node, Arc::clone(&set))));
+    g.bench_function("ours", |b| {
+        b.iter(|| ours.set_shared(node, Arc::clone(&set)))
+    });
     let (theirs, snap) = (ShardedCache::new(), seed_snap(0));
-    g.bench_function("seed", |b| b.iter(|| theirs.set_snapshot(hash, snap.clone())));
+    g.bench_function("seed", |b| {
+        b.iter(|| theirs.set_snapshot(hash, snap.clone()))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("set_changed");
@@ -74,20 +79,28 @@ fn cache_ops(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("get_hit");
     g.bench_function("ours", |b| b.iter(|| black_box(ours.get(black_box(node)))));
-    g.bench_function("seed", |b| b.iter(|| black_box(theirs.get_snapshot(black_box(hash)))));
+    g.bench_function("seed", |b| {
+        b.iter(|| black_box(theirs.get_snapshot(black_box(hash))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("get_miss");
     let (empty, empty_seed) = (Cache::new(), ShardedCache::new());
     g.bench_function("ours", |b| b.iter(|| black_box(empty.get(black_box(node)))));
-    g.bench_function("seed", |b| b.iter(|| black_box(empty_seed.get_snapshot(black_box(hash)))));
+    g.bench_function("seed", |b| {
+        b.iter(|| black_box(empty_seed.get_snapshot(black_box(hash))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("create_watch");
-    g.bench_function("ours", |b| b.iter(|| black_box(ours.watch(black_box(node)))));
+    g.bench_function("ours", |b| {
+        b.iter(|| black_box(ours.watch(black_box(node))))
+    });
     // As in the seed's own bench: a dropped `Watch` stays registered in its manager.
     let watches = ShardedCache::new();
-    g.bench_function("seed", |b| b.iter(|| black_box(watches.create_watch(black_box(hash)))));
+    g.bench_function("seed", |b| {
+        b.iter(|| black_box(watches.create_watch(black_box(hash))))
+    });
     g.finish();
 
     // The seed's mixed workload: 100 nodes, every tenth operation a set of a new snapshot.
@@ -111,7 +124,9 @@ fn cache_ops(c: &mut Criterion) {
         })
     });
     let mixed_seed = ShardedCache::new();
-    hashes.iter().for_each(|h| mixed_seed.set_snapshot(*h, seed_snap(0)));
+    hashes
+        .iter()
+        .for_each(|h| mixed_seed.set_snapshot(*h, seed_snap(0)));
     g.bench_function("seed", |b| {
         b.iter(|| {
             counter += 1;
@@ -142,11 +157,18 @@ fn main() {
         ("get (hit)", "get_hit", Some(11.7)),
         ("get (miss)", "get_miss", Some(8.9)),
         ("create watch", "create_watch", Some(70.0)),
-        ("mixed 90% get / 10% set, 100 nodes", "mixed_90_10", Some(44.0)),
+        (
+            "mixed 90% get / 10% set, 100 nodes",
+            "mixed_90_10",
+            Some(44.0),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, group, published)| {
-        Ratio::of(name, group, ("ours", "seed"), since).map(|r| Ratio { published_ns: published, ..r })
+        Ratio::of(name, group, ("ours", "seed"), since).map(|r| Ratio {
+            published_ns: published,
+            ..r
+        })
     })
     .collect();
     report(

@@ -16,7 +16,9 @@ use nebucloud_xds::plugins::{
 use nebucloud_xds::Resource;
 use nebucloud_xds_guest::{run_native, MemoryInputs, PluginFn};
 use nx_bench::criterion_ratios::{criterion_dir, human, report, Ratio};
-use nx_bench::fixtures::{envoy_node, guest_node, memory_inputs, plugin_dir, services, static_inputs};
+use nx_bench::fixtures::{
+    envoy_node, guest_node, memory_inputs, plugin_dir, services, static_inputs,
+};
 
 /// One plugin on one input, both ways.
 struct Case {
@@ -30,7 +32,11 @@ struct Case {
 fn measure(c: &mut Criterion, engine: &PluginEngine, case: &Case) {
     let path = plugin_dir().join(case.wasm);
     let Ok(wasm) = std::fs::read(&path) else {
-        eprintln!("skipping {}: {} is missing (run `make plugins`)", case.group, path.display());
+        eprintln!(
+            "skipping {}: {} is missing (run `make plugins`)",
+            case.group,
+            path.display()
+        );
         return;
     };
     let config = serde_json::json!({});
@@ -48,7 +54,8 @@ fn measure(c: &mut Criterion, engine: &PluginEngine, case: &Case) {
     // which the host does for a wasm plugin's output too.
     g.bench_function("native", |b| {
         b.iter(|| {
-            let out = run_native(case.native, &gnode, &config, &case.memory, vec![]).unwrap_or_default();
+            let out =
+                run_native(case.native, &gnode, &config, &case.memory, vec![]).unwrap_or_default();
             black_box(
                 out.into_iter()
                     .map(|r| Resource::new(r.type_url, r.name, r.body))
@@ -71,7 +78,13 @@ fn measure(c: &mut Criterion, engine: &PluginEngine, case: &Case) {
 fn case(group: &'static str, native: PluginFn, wasm: &'static str, n: usize) -> Case {
     let svcs = services(n, 0);
     let inputs: Arc<dyn InputView> = Arc::new(static_inputs(&svcs));
-    Case { group, native, wasm, memory: memory_inputs(&svcs), inputs }
+    Case {
+        group,
+        native,
+        wasm,
+        memory: memory_inputs(&svcs),
+        inputs,
+    }
 }
 
 fn main() {
@@ -115,14 +128,24 @@ fn main() {
             }
         }
     }
-    if let Some(r) = rows.iter().find(|r| r.name.starts_with("trivial") && r.name.ends_with("/ native")) {
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.name.starts_with("trivial") && r.name.ends_with("/ native"))
+    {
         notes.push(format!(
             "Target: trivial plugin ≤ 5 µs per call: {} on a reused instance ({}).",
             human(r.ours_ns),
-            if r.ours_ns <= 5_000.0 { "met" } else { "missed" }
+            if r.ours_ns <= 5_000.0 {
+                "met"
+            } else {
+                "missed"
+            }
         ));
     }
-    for r in rows.iter().filter(|r| r.name.starts_with("mesh") && r.name.ends_with("reused / native")) {
+    for r in rows
+        .iter()
+        .filter(|r| r.name.starts_with("mesh") && r.name.ends_with("reused / native"))
+    {
         notes.push(format!(
             "Target: realistic plugin ≤ 1.2× native: {} ×{:.2} ({}).",
             r.name.split(':').next().unwrap_or_default(),

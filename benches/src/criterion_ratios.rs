@@ -28,7 +28,8 @@ pub fn estimate_ns(group: &str, function: &str, since: SystemTime) -> Option<f64
     if !fresh {
         return None;
     }
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     ["slope", "mean"]
         .iter()
         .find_map(|k| json.get(k)?.get("point_estimate")?.as_f64())
@@ -83,7 +84,10 @@ pub fn human(ns: f64) -> String {
 /// Prints a ratio table and writes it as `<stem>.md` and `<stem>.json` under the results
 /// directory. `columns` names the two sides and the ratio.
 pub fn report(title: &str, stem: &str, columns: [&str; 3], rows: &[Ratio], notes: &str) {
-    let mut md = format!("{title}\n\n| | {} | {} | {} |", columns[0], columns[1], columns[2]);
+    let mut md = format!(
+        "{title}\n\n| | {} | {} | {} |",
+        columns[0], columns[1], columns[2]
+    );
     let published = rows.iter().any(|r| r.published_ns.is_some());
     md.push_str(if published {
         " seed's published table |\n|---|---:|---:|---:|---:|\n"
@@ -111,8 +115,9 @@ pub fn report(title: &str, stem: &str, columns: [&str; 3], rows: &[Ratio], notes
     let dir = results_dir();
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::write(dir.join(format!("{stem}.md")), &md)?;
-        let json = serde_json::to_string_pretty(&serde_json::json!({ "title": title, "rows": rows }))
-            .unwrap_or_default();
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({ "title": title, "rows": rows }))
+                .unwrap_or_default();
         std::fs::write(dir.join(format!("{stem}.json")), json)
     });
     match written {

@@ -48,11 +48,9 @@ pub fn services(n: usize, revision: u32) -> Vec<(String, Service)> {
 
 /// The services as a native plugin call reads them.
 pub fn memory_inputs(services: &[(String, Service)]) -> MemoryInputs {
-    services
-        .iter()
-        .fold(MemoryInputs::new(), |m, (name, svc)| {
-            m.with("Service", name, svc)
-        })
+    services.iter().fold(MemoryInputs::new(), |m, (name, svc)| {
+        m.with("Service", name, svc)
+    })
 }
 
 /// The services as the host hands them to a wasm plugin.
@@ -144,9 +142,7 @@ impl seed::core::Resource for SeedResource {
         &self.name
     }
 
-    fn encode(
-        &self,
-    ) -> Result<seed_prost_types::Any, Box<dyn std::error::Error + Send + Sync>> {
+    fn encode(&self) -> Result<seed_prost_types::Any, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.any.clone())
     }
 
@@ -164,7 +160,11 @@ pub fn seed_snapshot(resources: &[Resource], version: &str) -> seed::cache::Snap
         by_type
             .entry(r.type_url())
             .or_default()
-            .push(SeedResource::boxed(r.type_url(), r.name(), r.body().to_vec()));
+            .push(SeedResource::boxed(
+                r.type_url(),
+                r.name(),
+                r.body().to_vec(),
+            ));
     }
     by_type
         .into_iter()
@@ -208,7 +208,11 @@ mod tests {
     fn a_revision_changes_exactly_one_endpoint_assignment() {
         let a = mesh_resources(&services(10, 0)).unwrap();
         let b = mesh_resources(&services(10, 1)).unwrap();
-        assert_eq!(a.len(), 22, "10 clusters, 10 assignments, a listener, a route table");
+        assert_eq!(
+            a.len(),
+            22,
+            "10 clusters, 10 assignments, a listener, a route table"
+        );
         let changed: Vec<_> = a
             .iter()
             .zip(&b)

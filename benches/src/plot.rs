@@ -53,7 +53,12 @@ fn nice_max(max: f64) -> f64 {
 
 /// Lines over a linear x axis from 0 and a y axis from 0 to 1 (a CDF), with an optional
 /// dashed vertical marker (a target).
-pub fn cdf_chart(title: &str, x_label: &str, series: &[Series], marker: Option<(f64, &str)>) -> String {
+pub fn cdf_chart(
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+    marker: Option<(f64, &str)>,
+) -> String {
     let x_max = nice_max(
         series
             .iter()
@@ -73,8 +78,18 @@ pub fn cdf_chart(title: &str, x_label: &str, series: &[Series], marker: Option<(
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
              <line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>",
-            x(fx), x(fx), TOP + ph, x(fx), TOP + ph + 16.0, fmt_num(fx),
-            y(fy), LEFT + pw, y(fy), LEFT - 6.0, y(fy) + 4.0, fy * 100.0
+            x(fx),
+            x(fx),
+            TOP + ph,
+            x(fx),
+            TOP + ph + 16.0,
+            fmt_num(fx),
+            y(fy),
+            LEFT + pw,
+            y(fy),
+            LEFT - 6.0,
+            y(fy) + 4.0,
+            fy * 100.0
         );
     }
     let _ = writeln!(
@@ -114,12 +129,7 @@ pub fn cdf_chart(title: &str, x_label: &str, series: &[Series], marker: Option<(
 
 /// Horizontal bars, one per `(label, value)`, with an optional dashed target line.
 pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)], target: Option<f64>) -> String {
-    let x_max = nice_max(
-        bars.iter()
-            .map(|b| b.1)
-            .chain(target)
-            .fold(0.0, f64::max),
-    );
+    let x_max = nice_max(bars.iter().map(|b| b.1).chain(target).fold(0.0, f64::max));
     let left = 190.0;
     let pw = W - left - 40.0;
     let bar_h = ((H - TOP - BOTTOM) / bars.len().max(1) as f64).min(40.0);
@@ -132,9 +142,17 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)], target: Option
             "<rect x=\"{left}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <text x=\"{:.1}\" y=\"{:.1}\">{} {}</text>",
-            y + 4.0, (x(*value) - left).max(1.0), bar_h - 8.0, COLORS[i % COLORS.len()],
-            left - 6.0, y + bar_h / 2.0 + 4.0, escape(label),
-            x(*value) + 4.0, y + bar_h / 2.0 + 4.0, fmt_num(*value), escape(unit)
+            y + 4.0,
+            (x(*value) - left).max(1.0),
+            bar_h - 8.0,
+            COLORS[i % COLORS.len()],
+            left - 6.0,
+            y + bar_h / 2.0 + 4.0,
+            escape(label),
+            x(*value) + 4.0,
+            y + bar_h / 2.0 + 4.0,
+            fmt_num(*value),
+            escape(unit)
         );
     }
     if let Some(t) = target {
@@ -167,8 +185,14 @@ mod tests {
     #[test]
     fn charts_are_svg_with_every_series() {
         let s = vec![
-            Series { label: "ours".into(), points: vec![(0.0, 0.0), (3.0, 1.0)] },
-            Series { label: "seed <push>".into(), points: vec![(1.0, 0.5)] },
+            Series {
+                label: "ours".into(),
+                points: vec![(0.0, 0.0), (3.0, 1.0)],
+            },
+            Series {
+                label: "seed <push>".into(),
+                points: vec![(1.0, 0.5)],
+            },
         ];
         let svg = cdf_chart("t", "ms", &s, Some((150.0, "target")));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));

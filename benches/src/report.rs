@@ -61,9 +61,10 @@ pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
     md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         let acked: usize = r.updates.iter().map(|u| u.acked).min().unwrap_or(0);
-        let cpu_change = r.updates.iter().map(|u| u.server_cpu_s).sum::<f64>()
-            / r.updates.len().max(1) as f64;
-        let _ = writeln!(
+        let cpu_change =
+            r.updates.iter().map(|u| u.server_cpu_s).sum::<f64>() / r.updates.len().max(1) as f64;
+        let _ =
+            writeln!(
             md,
             "| {} | {:?} | {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {:.1} KB | {:.2} / {:.3} |",
             r.implementation.name(),
@@ -97,19 +98,51 @@ pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
     md.push_str(".\n\nOurs against the seed, same run (ratio < 1: ours is smaller/faster), and the targets:\n\n");
     for r in runs.iter().filter(|r| r.implementation == Impl::Ours) {
         let (p, spc) = (r.protocol, r.streams_per_conn);
-        let _ = write!(md, "- {:?}, {} nodes, {} streams/conn: initial {:.0} ms ({} ≤ {TARGET_INITIAL_MS} ms)", p, r.nodes, spc, r.initial.all_configured_ms, met(r.initial.all_configured_ms <= TARGET_INITIAL_MS && r.initial.configured == r.nodes));
+        let _ = write!(
+            md,
+            "- {:?}, {} nodes, {} streams/conn: initial {:.0} ms ({} ≤ {TARGET_INITIAL_MS} ms)",
+            p,
+            r.nodes,
+            spc,
+            r.initial.all_configured_ms,
+            met(r.initial.all_configured_ms <= TARGET_INITIAL_MS && r.initial.configured == r.nodes)
+        );
         if let Some(s) = find(runs, Impl::Seed, p, spc) {
-            let _ = write!(md, ", ×{:.2} the seed's", r.initial.all_configured_ms / s.initial.all_configured_ms.max(1e-9));
+            let _ = write!(
+                md,
+                ", ×{:.2} the seed's",
+                r.initial.all_configured_ms / s.initial.all_configured_ms.max(1e-9)
+            );
         }
-        let _ = write!(md, "; memory {:.1} KB/node ({} ≤ 10 KB)", r.bytes_per_node / 1024.0, met(r.bytes_per_node <= TARGET_BYTES_PER_NODE));
+        let _ = write!(
+            md,
+            "; memory {:.1} KB/node ({} ≤ 10 KB)",
+            r.bytes_per_node / 1024.0,
+            met(r.bytes_per_node <= TARGET_BYTES_PER_NODE)
+        );
         if let Some(s) = find(runs, Impl::Seed, p, spc) {
-            let _ = write!(md, ", ×{:.2} the seed's {:.1} KB", r.bytes_per_node / s.bytes_per_node.max(1e-9), s.bytes_per_node / 1024.0);
+            let _ = write!(
+                md,
+                ", ×{:.2} the seed's {:.1} KB",
+                r.bytes_per_node / s.bytes_per_node.max(1e-9),
+                s.bytes_per_node / 1024.0
+            );
         }
         if !r.updates.is_empty() {
             let all = r.updates.iter().all(|u| u.acked == r.nodes);
-            let _ = write!(md, "; change → all ACKed p99 {:.1} ms ({} ≤ {TARGET_UPDATE_P99_MS} ms)", r.update_all.p99_ms, met(all && r.update_all.p99_ms <= TARGET_UPDATE_P99_MS));
+            let _ = write!(
+                md,
+                "; change → all ACKed p99 {:.1} ms ({} ≤ {TARGET_UPDATE_P99_MS} ms)",
+                r.update_all.p99_ms,
+                met(all && r.update_all.p99_ms <= TARGET_UPDATE_P99_MS)
+            );
             if let Some(s) = find(runs, Impl::SeedPush, p, spc).filter(|s| s.update_all.count > 0) {
-                let _ = write!(md, ", ×{:.2} the seed with a push path ({:.1} ms)", r.update_all.p99_ms / s.update_all.p99_ms.max(1e-9), s.update_all.p99_ms);
+                let _ = write!(
+                    md,
+                    ", ×{:.2} the seed with a push path ({:.1} ms)",
+                    r.update_all.p99_ms / s.update_all.p99_ms.max(1e-9),
+                    s.update_all.p99_ms
+                );
             }
         }
         md.push_str(".\n");
@@ -118,7 +151,12 @@ pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
 }
 
 /// Writes `<name>.json`, `<name>.md` and the plots into `dir`; returns the paths written.
-pub fn write(dir: &Path, name: &str, runs: &[RunResult], ctx: &Context) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write(
+    dir: &Path,
+    name: &str,
+    runs: &[RunResult],
+    ctx: &Context,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let mut put = |file: String, text: String| -> anyhow::Result<()> {
@@ -127,31 +165,65 @@ pub fn write(dir: &Path, name: &str, runs: &[RunResult], ctx: &Context) -> anyho
         written.push(path);
         Ok(())
     };
-    put(format!("{name}.json"), serde_json::to_string_pretty(&Document { context: ctx, runs })?)?;
+    put(
+        format!("{name}.json"),
+        serde_json::to_string_pretty(&Document { context: ctx, runs })?,
+    )?;
     put(format!("{name}.md"), markdown(runs, ctx))?;
-    let label = |r: &RunResult| format!("{} {:?} ×{}", r.implementation.name(), r.protocol, r.streams_per_conn);
+    let label = |r: &RunResult| {
+        format!(
+            "{} {:?} ×{}",
+            r.implementation.name(),
+            r.protocol,
+            r.streams_per_conn
+        )
+    };
     let updates: Vec<Series> = runs
         .iter()
         .filter(|r| !r.update_samples.is_empty())
-        .map(|r| Series { label: label(r), points: cdf(&r.update_samples, 200) })
+        .map(|r| Series {
+            label: label(r),
+            points: cdf(&r.update_samples, 200),
+        })
         .collect();
     let nodes = runs.first().map_or(0, |r| r.nodes);
     put(
         format!("{name}-updates.svg"),
-        cdf_chart(&format!("One input change → ACKed, {nodes} nodes"), "ms after the change", &updates, Some((TARGET_UPDATE_P99_MS, "target p99"))),
+        cdf_chart(
+            &format!("One input change → ACKed, {nodes} nodes"),
+            "ms after the change",
+            &updates,
+            Some((TARGET_UPDATE_P99_MS, "target p99")),
+        ),
     )?;
     let initial: Vec<Series> = runs
         .iter()
-        .map(|r| Series { label: label(r), points: cdf(&r.initial_samples, 200) })
+        .map(|r| Series {
+            label: label(r),
+            points: cdf(&r.initial_samples, 200),
+        })
         .collect();
     put(
         format!("{name}-initial.svg"),
-        cdf_chart(&format!("Initial configuration, {nodes} nodes connecting at once"), "ms from a node's first request to its last ACK", &initial, None),
+        cdf_chart(
+            &format!("Initial configuration, {nodes} nodes connecting at once"),
+            "ms from a node's first request to its last ACK",
+            &initial,
+            None,
+        ),
     )?;
-    let memory: Vec<(String, f64)> = runs.iter().map(|r| (label(r), r.bytes_per_node / 1024.0)).collect();
+    let memory: Vec<(String, f64)> = runs
+        .iter()
+        .map(|r| (label(r), r.bytes_per_node / 1024.0))
+        .collect();
     put(
         format!("{name}-memory.svg"),
-        bar_chart("Server memory per connected node", "KB", &memory, Some(TARGET_BYTES_PER_NODE / 1024.0)),
+        bar_chart(
+            "Server memory per connected node",
+            "KB",
+            &memory,
+            Some(TARGET_BYTES_PER_NODE / 1024.0),
+        ),
     )?;
     Ok(written)
 }

@@ -18,7 +18,11 @@ pub struct Summary {
 impl Summary {
     /// The summary of `samples_ms` (nearest-rank percentiles); zeros when empty.
     pub fn of(samples_ms: &[f64]) -> Self {
-        let mut v: Vec<f64> = samples_ms.iter().copied().filter(|x| x.is_finite()).collect();
+        let mut v: Vec<f64> = samples_ms
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
         v.sort_by(f64::total_cmp);
         Summary {
             count: v.len(),
@@ -104,7 +108,10 @@ mod tests {
     fn percentiles_are_nearest_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let s = Summary::of(&v);
-        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms, s.count), (50.0, 99.0, 100.0, 100));
+        assert_eq!(
+            (s.p50_ms, s.p99_ms, s.max_ms, s.count),
+            (50.0, 99.0, 100.0, 100)
+        );
         assert_eq!(Summary::of(&[]).count, 0);
         let c = cdf(&v, 10);
         assert_eq!(c.last(), Some(&(100.0, 1.0)));

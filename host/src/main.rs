@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nebucloud_xds::admin::{router, AdminState, Readiness};
 use nebucloud_xds::cache::load_resource_dir;
 use nebucloud_xds::config::{Config, GroupBy};
-use nebucloud_xds::inputs::{watch_dir, DirSource, EtcdSource, InputStore};
+use nebucloud_xds::inputs::{watch_dir, DirSource, EtcdSource, InputStore, KubernetesSource};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
 use nebucloud_xds::plugins::{
     watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits,
@@ -146,13 +146,25 @@ fn main() -> anyhow::Result<()> {
         }) => plugin_run(&config, &node, inputs.as_deref()),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, &config),
         Command::Nodes { admin } => runtime.block_on(async {
-            let nodes: serde_json::Value = serde_json::from_str(&admin_get(admin, "/debug/nodes").await?)?;
+            let nodes: serde_json::Value =
+                serde_json::from_str(&admin_get(admin, "/debug/nodes").await?)?;
             for n in nodes.as_array().into_iter().flatten() {
-                println!("{}  group={}  streams={}", n["node_id"].as_str().unwrap_or("?"), n["group"].as_str().unwrap_or("?"), n["streams"]);
+                println!(
+                    "{}  group={}  streams={}",
+                    n["node_id"].as_str().unwrap_or("?"),
+                    n["group"].as_str().unwrap_or("?"),
+                    n["streams"]
+                );
                 for (t, st) in n["types"].as_object().into_iter().flatten() {
                     let short = t.rsplit('.').next().unwrap_or(t);
-                    let nack = st["last_nack"]["message"].as_str().map(|m| format!("  last NACK: {m}")).unwrap_or_default();
-                    println!("  {short:<24} sent={} acked={} state={}{nack}", st["sent_version"], st["acked_version"], st["state"]);
+                    let nack = st["last_nack"]["message"]
+                        .as_str()
+                        .map(|m| format!("  last NACK: {m}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  {short:<24} sent={} acked={} state={}{nack}",
+                        st["sent_version"], st["acked_version"], st["state"]
+                    );
                 }
             }
             Ok(())
@@ -284,7 +296,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
             ..PipelineOptions::default()
         };
-        let pipeline = Pipeline::start(cache.clone(), chain, Arc::clone(&store) as Arc<dyn InputView>, options);
+        let pipeline = Pipeline::start(
+            cache.clone(),
+            chain,
+            Arc::clone(&store) as Arc<dyn InputView>,
+            options,
+        );
         readiness.set("inputs", true);
         if let Some(source) = source {
             let p = pipeline.clone();
@@ -293,13 +310,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }));
         }
         if let Some(etcd) = &config.inputs.etcd {
-            let source = EtcdSource::new(etcd.endpoints.clone(), etcd.prefix.clone(), Arc::clone(&store));
+            let source = EtcdSource::new(
+                etcd.endpoints.clone(),
+                etcd.prefix.clone(),
+                Arc::clone(&store),
+            );
             let health = source.health();
             readiness.set("etcd", false);
             let r = Arc::clone(&readiness);
             tokio::spawn(async move {
                 if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
                     r.set("etcd", true);
+                }
+            });
+            let p = pipeline.clone();
+            tokio::spawn(source.run(move |keys| p.inputs_changed(keys)));
+        }
+        if let Some(k8s) = &config.inputs.kubernetes {
+            let source = KubernetesSource::connect(k8s, Arc::clone(&store)).await?;
+            let health = source.health();
+            readiness.set("kubernetes", false);
+            let r = Arc::clone(&readiness);
+            tokio::spawn(async move {
+                if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
+                    r.set("kubernetes", true);
                 }
             });
             let p = pipeline.clone();
@@ -471,13 +505,17 @@ fn read_node(path: &Path) -> anyhow::Result<Node> {
 /// server's message.
 async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(admin).await.with_context(|| format!("cannot reach the admin API at {admin}"))?;
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {admin}"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     let status = head.split_whitespace().nth(1).unwrap_or("?");
     anyhow::ensure!(status == "200", "{path}: HTTP {status}: {}", body.trim());
     Ok(body.to_owned())

@@ -7,7 +7,9 @@ use clap::Parser;
 use nx_bench::servers::{run, ServerArgs};
 
 #[derive(Parser)]
-#[command(about = "An xDS server for the load generator: ours, the seed, or the seed with a push path")]
+#[command(
+    about = "An xDS server for the load generator: ours, the seed, or the seed with a push path"
+)]
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,

@@ -77,15 +77,29 @@ fn main() -> anyhow::Result<()> {
 
 async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let needed = cli.nodes.div_ceil(cli.streams_per_conn.iter().copied().min().unwrap_or(1).max(1));
+    let needed = cli.nodes.div_ceil(
+        cli.streams_per_conn
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(1)
+            .max(1),
+    );
     if (needed as u64) + 64 > fd_limit {
         anyhow::bail!("{needed} connections need more open files than the limit of {fd_limit}: raise `ulimit -n` or --streams-per-conn");
     }
     let plugin = if cli.static_resources {
         None
     } else {
-        let p = cli.plugin.clone().unwrap_or_else(|| plugin_dir().join("mesh.wasm"));
-        anyhow::ensure!(p.exists(), "{} is missing: run `make plugins`, or pass --static-resources", p.display());
+        let p = cli
+            .plugin
+            .clone()
+            .unwrap_or_else(|| plugin_dir().join("mesh.wasm"));
+        anyhow::ensure!(
+            p.exists(),
+            "{} is missing: run `make plugins`, or pass --static-resources",
+            p.display()
+        );
         Some(p)
     };
     let server_bin = cli.server_bin.clone().unwrap_or_else(default_server_bin);
@@ -110,13 +124,17 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
                     timeout: Duration::from_secs(cli.timeout_s),
                     update_timeout,
                 };
-                let r = run(&scenario, &server_bin)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{} {protocol:?}: {e:#}", implementation.name()))?;
+                let r = run(&scenario, &server_bin).await.map_err(|e| {
+                    anyhow::anyhow!("{} {protocol:?}: {e:#}", implementation.name())
+                })?;
                 eprintln!(
                     "[{} {:?} {}] initial {:.0} ms, change p99 {:.1} ms, {:.1} KB/node",
-                    implementation.name(), protocol, cli.nodes, r.initial.all_configured_ms,
-                    r.update_all.p99_ms, r.bytes_per_node / 1024.0
+                    implementation.name(),
+                    protocol,
+                    cli.nodes,
+                    r.initial.all_configured_ms,
+                    r.update_all.p99_ms,
+                    r.bytes_per_node / 1024.0
                 );
                 results.push(r);
             }
@@ -143,11 +161,26 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
 fn check(results: &[nx_bench::loadgen::RunResult]) -> anyhow::Result<()> {
     for r in results {
         let name = format!("{} {:?}", r.implementation.name(), r.protocol);
-        anyhow::ensure!(r.initial.configured == r.nodes, "{name}: {}/{} nodes configured", r.initial.configured, r.nodes);
-        anyhow::ensure!(r.failed_streams == 0, "{name}: {} streams failed", r.failed_streams);
+        anyhow::ensure!(
+            r.initial.configured == r.nodes,
+            "{name}: {}/{} nodes configured",
+            r.initial.configured,
+            r.nodes
+        );
+        anyhow::ensure!(
+            r.failed_streams == 0,
+            "{name}: {} streams failed",
+            r.failed_streams
+        );
         if r.implementation != Impl::Seed {
             for (k, u) in r.updates.iter().enumerate() {
-                anyhow::ensure!(u.acked == r.nodes, "{name}: change {} reached {}/{} nodes", k + 1, u.acked, r.nodes);
+                anyhow::ensure!(
+                    u.acked == r.nodes,
+                    "{name}: change {} reached {}/{} nodes",
+                    k + 1,
+                    u.acked,
+                    r.nodes
+                );
             }
         }
     }

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use nebucloud_xds_proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest,
-};
+use nebucloud_xds_proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use nebucloud_xds_proto::google::protobuf::Any;
 use nebucloud_xds_proto::type_url;
 use tokio::sync::mpsc;
@@ -64,14 +62,12 @@ impl NodeProgress {
         let bit = 1 << type_index;
         let before = self.acked_types.fetch_or(bit, Ordering::Relaxed);
         if before != ALL_TYPES && before | bit == ALL_TYPES {
-            self.configured_ns
-                .store(Self::ns(epoch), Ordering::Relaxed);
+            self.configured_ns.store(Self::ns(epoch), Ordering::Relaxed);
         }
     }
 
     fn marker_acked(&self, epoch: Instant) {
-        self.marker_ack_ns
-            .store(Self::ns(epoch), Ordering::Relaxed);
+        self.marker_ack_ns.store(Self::ns(epoch), Ordering::Relaxed);
         self.marker_versions.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -213,8 +209,8 @@ mod tests {
 
     #[test]
     fn the_marker_is_found_by_its_leading_name() {
-        let resources = crate::fixtures::mesh_resources(&crate::fixtures::services(3, 0))
-            .unwrap_or_default();
+        let resources =
+            crate::fixtures::mesh_resources(&crate::fixtures::services(3, 0)).unwrap_or_default();
         let anys: Vec<Any> = resources
             .iter()
             .filter(|r| r.type_url() == type_url::ENDPOINT)

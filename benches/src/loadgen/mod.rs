@@ -149,11 +149,17 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     let initial_samples: Vec<f64> = progress
         .iter()
         .filter_map(|p| {
-            let (o, c) = (p.opened_ns.load(Ordering::Relaxed), p.configured_ns.load(Ordering::Relaxed));
+            let (o, c) = (
+                p.opened_ns.load(Ordering::Relaxed),
+                p.configured_ns.load(Ordering::Relaxed),
+            );
             (c > 0).then(|| (c.saturating_sub(o)) as f64 / 1e6)
         })
         .collect();
-    let last = progress.iter().map(|p| p.configured_ns.load(Ordering::Relaxed)).max();
+    let last = progress
+        .iter()
+        .map(|p| p.configured_ns.load(Ordering::Relaxed))
+        .max();
     let initial = Initial {
         all_configured_ms: last.unwrap_or(0) as f64 / 1e6,
         connect_ms,
@@ -172,9 +178,13 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
         server.send(&format!("update {k}")).await?;
         server.updated().await?;
         let want = k + 1;
-        wait(&label, &format!("update {k} ACKed"), s.update_timeout, &progress, |p| {
-            p.marker_versions.load(Ordering::Relaxed) >= want
-        })
+        wait(
+            &label,
+            &format!("update {k} ACKed"),
+            s.update_timeout,
+            &progress,
+            |p| p.marker_versions.load(Ordering::Relaxed) >= want,
+        )
         .await;
         let samples: Vec<f64> = progress
             .iter()

@@ -108,7 +108,11 @@ impl std::fmt::Display for BenchReport {
                 l.calls
             )
         };
-        writeln!(f, "calls/s (one thread, reused instance): {:.0}", self.calls_per_sec)?;
+        writeln!(
+            f,
+            "calls/s (one thread, reused instance): {:.0}",
+            self.calls_per_sec
+        )?;
         line(f, "reused instance", &self.reused)?;
         line(f, "fresh instance ", &self.fresh)?;
         match self.instructions {

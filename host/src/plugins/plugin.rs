@@ -419,7 +419,12 @@ impl Plugin {
         }
         // A guest panic reaches us as `unreachable` after its hook logged the message; any
         // other trap is described by wasmtime.
-        match state.errors.iter().rev().find(|l| l.starts_with(PANIC_PREFIX)) {
+        match state
+            .errors
+            .iter()
+            .rev()
+            .find(|l| l.starts_with(PANIC_PREFIX))
+        {
             Some(panic) => PluginFault::Trap(panic.clone()),
             None => PluginFault::Trap(format!("{}", e.root_cause())),
         }

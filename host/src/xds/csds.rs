@@ -43,24 +43,39 @@ impl Csds {
         for (type_url, t) in &n.types {
             let (config_status, client_status) = match t.state {
                 None => (ConfigStatus::NotSent, ClientConfigStatus::ClientRequested),
-                Some(DeliveryState::Sent) => (ConfigStatus::Stale, ClientConfigStatus::ClientRequested),
-                Some(DeliveryState::Acked) => (ConfigStatus::Synced, ClientConfigStatus::ClientAcked),
-                Some(DeliveryState::Nacked) => (ConfigStatus::Error, ClientConfigStatus::ClientNacked),
-            };
-            let error_state = t.last_nack.as_ref().filter(|_| t.state == Some(DeliveryState::Nacked)).map(|nack| {
-                nebucloud_xds_proto::envoy::admin::v3::UpdateFailureState {
-                    details: nack.message.clone(),
-                    version_info: nack.rejected_version.clone().unwrap_or_default(),
-                    ..Default::default()
+                Some(DeliveryState::Sent) => {
+                    (ConfigStatus::Stale, ClientConfigStatus::ClientRequested)
                 }
-            });
-            let Some(of_type) = set.as_ref().and_then(|s| s.of_type(type_url)) else { continue };
+                Some(DeliveryState::Acked) => {
+                    (ConfigStatus::Synced, ClientConfigStatus::ClientAcked)
+                }
+                Some(DeliveryState::Nacked) => {
+                    (ConfigStatus::Error, ClientConfigStatus::ClientNacked)
+                }
+            };
+            let error_state = t
+                .last_nack
+                .as_ref()
+                .filter(|_| t.state == Some(DeliveryState::Nacked))
+                .map(
+                    |nack| nebucloud_xds_proto::envoy::admin::v3::UpdateFailureState {
+                        details: nack.message.clone(),
+                        version_info: nack.rejected_version.clone().unwrap_or_default(),
+                        ..Default::default()
+                    },
+                );
+            let Some(of_type) = set.as_ref().and_then(|s| s.of_type(type_url)) else {
+                continue;
+            };
             for r in of_type.iter() {
                 generic.push(GenericXdsConfig {
                     type_url: type_url.clone(),
                     name: r.name().to_owned(),
                     version_info: t.sent_version.clone().unwrap_or_default(),
-                    xds_config: (!exclude_contents).then(|| Any { type_url: type_url.clone(), value: r.body().clone() }),
+                    xds_config: (!exclude_contents).then(|| Any {
+                        type_url: type_url.clone(),
+                        value: r.body().clone(),
+                    }),
                     config_status: config_status as i32,
                     client_status: client_status as i32,
                     error_state: error_state.clone(),
@@ -69,7 +84,12 @@ impl Csds {
             }
         }
         ClientConfig {
-            node: Some(Node { id: n.node_id.clone(), cluster: n.cluster.clone(), user_agent_name: n.user_agent.clone(), ..Node::default() }),
+            node: Some(Node {
+                id: n.node_id.clone(),
+                cluster: n.cluster.clone(),
+                user_agent_name: n.user_agent.clone(),
+                ..Node::default()
+            }),
             generic_xds_configs: generic,
             ..ClientConfig::default()
         }
@@ -82,7 +102,9 @@ fn matches(req: &ClientStatusRequest, id: &str) -> bool {
         return true;
     }
     req.node_matchers.iter().any(|m| {
-        let Some(pattern) = m.node_id.as_ref().and_then(|s| s.match_pattern.as_ref()) else { return true };
+        let Some(pattern) = m.node_id.as_ref().and_then(|s| s.match_pattern.as_ref()) else {
+            return true;
+        };
         match pattern {
             MatchPattern::Exact(e) => id == e,
             MatchPattern::Prefix(p) => id.starts_with(p.as_str()),
@@ -95,7 +117,8 @@ fn matches(req: &ClientStatusRequest, id: &str) -> bool {
 
 #[tonic::async_trait]
 impl ClientStatusDiscoveryService for Csds {
-    type StreamClientStatusStream = Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send>>;
+    type StreamClientStatusStream =
+        Pin<Box<dyn Stream<Item = Result<ClientStatusResponse, Status>> + Send>>;
 
     async fn stream_client_status(
         &self,
@@ -110,7 +133,10 @@ impl ClientStatusDiscoveryService for Csds {
         })))
     }
 
-    async fn fetch_client_status(&self, req: Request<ClientStatusRequest>) -> Result<Response<ClientStatusResponse>, Status> {
+    async fn fetch_client_status(
+        &self,
+        req: Request<ClientStatusRequest>,
+    ) -> Result<Response<ClientStatusResponse>, Status> {
         Ok(Response::new(self.answer(req.get_ref())))
     }
 }

@@ -19,5 +19,5 @@ pub use server::{
     ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
     XdsServerBuilder,
 };
-pub use tls::{TlsError, TlsSettings};
 pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};
+pub use tls::{TlsError, TlsSettings};

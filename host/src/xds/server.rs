@@ -15,9 +15,9 @@ use crate::cache::Cache;
 
 use super::admission;
 use super::context::StreamLimits;
-use super::tls::{TlsError, TlsSettings};
 use super::services;
 use super::status::NodeRegistry;
+use super::tls::{TlsError, TlsSettings};
 
 /// Maps a node to the group whose resources it is served. Nodes of one group share one
 /// computation and one copy of the resources.
@@ -271,7 +271,9 @@ impl XdsServer {
     ) -> Result<(), ServeError> {
         let routes = self.routes();
         for service in ["", "envoy.service.discovery.v3.AggregatedDiscoveryService"] {
-            self.health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+            self.health
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
         }
         let mut builder = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -281,7 +283,11 @@ impl XdsServer {
             let config = tls.server_config().map_err(ServeError::Tls)?;
             builder = builder.tls_config(config).map_err(ServeError::Transport)?;
         }
-        let incoming = admission::incoming(listener, self.shared.max_connections, self.shared.tls.is_some());
+        let incoming = admission::incoming(
+            listener,
+            self.shared.max_connections,
+            self.shared.tls.is_some(),
+        );
         builder
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown)

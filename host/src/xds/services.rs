@@ -50,12 +50,12 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use super::context::Scope;
 use super::csds::Csds;
-use super::tls::{certificate_names, PeerIdentity};
 use super::delta::DeltaStream;
 use super::server::Shared;
 use super::sotw::{select, SotwStream};
 use super::stream::{serve, ResponseStream};
 use super::subscription::SubscriptionState;
+use super::tls::{certificate_names, PeerIdentity};
 
 /// One door: a scope (ADS, or one type) over the shared server state.
 #[derive(Clone)]
@@ -70,7 +70,12 @@ impl Door {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Response<ResponseStream<DiscoveryResponse>> {
         let peer = self.peer(&req);
-        Response::new(serve::<SotwStream>(Arc::clone(&self.shared), self.scope, peer, req.into_inner()))
+        Response::new(serve::<SotwStream>(
+            Arc::clone(&self.shared),
+            self.scope,
+            peer,
+            req.into_inner(),
+        ))
     }
 
     fn delta(
@@ -78,7 +83,12 @@ impl Door {
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
         let peer = self.peer(&req);
-        Response::new(serve::<DeltaStream>(Arc::clone(&self.shared), self.scope, peer, req.into_inner()))
+        Response::new(serve::<DeltaStream>(
+            Arc::clone(&self.shared),
+            self.scope,
+            peer,
+            req.into_inner(),
+        ))
     }
 
     /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
@@ -276,18 +286,22 @@ pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter) -> Routes {
             Scope::Single(type_url::EXTENSION_CONFIG)
         ))
         .add_service(
-            ClientStatusDiscoveryServiceServer::new(Csds { shared: Arc::clone(shared) })
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+            ClientStatusDiscoveryServiceServer::new(Csds {
+                shared: Arc::clone(shared),
+            })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
         )
-        .add_service(HealthServer::new(HealthService::from_health_reporter(health)))
+        .add_service(HealthServer::new(HealthService::from_health_reporter(
+            health,
+        )))
         .add_service(reflection())
 }
 
 /// Server reflection over every Envoy API service and message (and gRPC health).
-fn reflection(
-) -> tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>
-{
+fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
     let with_envoy = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nebucloud_xds_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -303,7 +317,9 @@ fn reflection(
                 .build_v1();
             match fallback {
                 Ok(r) => r,
-                Err(_) => tonic_reflection::server::Builder::configure().build_v1().unwrap_or_else(|_| unreachable!()),
+                Err(_) => tonic_reflection::server::Builder::configure()
+                    .build_v1()
+                    .unwrap_or_else(|_| unreachable!()),
             }
         }
     }

@@ -109,15 +109,21 @@ impl NodeRegistry {
 
     /// Registers a stream of a node; the returned guard unregisters it when dropped.
     pub(crate) fn open(self: &Arc<Self>, node: &Node, group: &str) -> StreamRecord {
-        let mut entry = self.nodes.entry(node.id.clone()).or_insert_with(|| NodeStatus {
-            node_id: node.id.clone(),
-            ..NodeStatus::default()
-        });
+        let mut entry = self
+            .nodes
+            .entry(node.id.clone())
+            .or_insert_with(|| NodeStatus {
+                node_id: node.id.clone(),
+                ..NodeStatus::default()
+            });
         entry.streams += 1;
         entry.group = group.to_owned();
         entry.cluster = node.cluster.clone();
         entry.user_agent = node.user_agent_name.clone();
-        StreamRecord { registry: Arc::clone(self), node_id: node.id.clone() }
+        StreamRecord {
+            registry: Arc::clone(self),
+            node_id: node.id.clone(),
+        }
     }
 
     fn update(&self, node_id: &str, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
@@ -194,8 +200,20 @@ mod tests {
     #[test]
     fn a_node_lives_while_a_stream_is_open() {
         let reg = Arc::new(NodeRegistry::default());
-        let a = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
-        let b = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
+        let a = reg.open(
+            &Node {
+                id: "n1".into(),
+                ..Node::default()
+            },
+            "g",
+        );
+        let b = reg.open(
+            &Node {
+                id: "n1".into(),
+                ..Node::default()
+            },
+            "g",
+        );
         a.sent("t.Cluster", "v1", "1");
         assert_eq!(reg.get("n1").map(|n| n.streams), Some(2));
         drop(a);
@@ -211,7 +229,13 @@ mod tests {
     #[test]
     fn nack_is_recorded_and_not_counted_as_configured() {
         let reg = Arc::new(NodeRegistry::default());
-        let s = reg.open(&Node { id: "n1".into(), ..Node::default() }, "g");
+        let s = reg.open(
+            &Node {
+                id: "n1".into(),
+                ..Node::default()
+            },
+            "g",
+        );
         s.sent("t", "v1", "1");
         s.acked("t", "v1");
         s.sent("t", "v2", "2");

@@ -33,8 +33,11 @@ pub struct TlsError(String);
 impl TlsSettings {
     /// The tonic TLS config: files read now, so a bad path fails at start-up.
     pub(crate) fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())));
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
         if let Some(ca) = &self.client_ca {
             config = config.client_ca_root(Certificate::from_pem(read(ca)?));
         }
@@ -44,7 +47,9 @@ impl TlsSettings {
 
 /// The names a client certificate (DER) vouches for: DNS and URI SANs, and the CN.
 pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = cert
         .subject()
         .iter_common_name()
@@ -75,7 +80,9 @@ pub(crate) enum PeerIdentity {
 impl PeerIdentity {
     /// Refuses a node id the certificate does not name.
     pub(crate) fn authorize(&self, node_id: &str) -> Result<(), Status> {
-        let PeerIdentity::Names(names) = self else { return Ok(()) };
+        let PeerIdentity::Names(names) = self else {
+            return Ok(());
+        };
         let allowed = names.iter().any(|n| match n.strip_suffix('*') {
             Some(prefix) => node_id.starts_with(prefix),
             None => n == node_id,

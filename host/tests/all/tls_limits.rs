@@ -7,7 +7,9 @@ use std::time::Duration;
 use nebucloud_xds::xds::TlsSettings;
 use nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use nebucloud_xds_proto::envoy::service::discovery::v3::DiscoveryRequest;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
@@ -31,7 +33,8 @@ impl Pki {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         // Distinct subjects: a leaf whose subject equals its issuer's looks self-signed.
         ca.distinguished_name = DistinguishedName::new();
-        ca.distinguished_name.push(DnType::CommonName, "nebucloud test CA");
+        ca.distinguished_name
+            .push(DnType::CommonName, "nebucloud test CA");
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
         let issuer = Issuer::new(ca, ca_key);
@@ -45,7 +48,13 @@ impl Pki {
             std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
             std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
         };
-        leaf("server", vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress([127, 0, 0, 1].into())]);
+        leaf(
+            "server",
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ],
+        );
         for c in clients {
             leaf(c, vec![SanType::DnsName((*c).try_into().unwrap())]);
         }
@@ -57,23 +66,52 @@ impl Pki {
     }
 
     fn settings(&self) -> TlsSettings {
-        TlsSettings { cert: self.path("server.pem"), key: self.path("server.key"), client_ca: Some(self.path("ca.pem")), authorize_node_ids: true }
+        TlsSettings {
+            cert: self.path("server.pem"),
+            key: self.path("server.key"),
+            client_ca: Some(self.path("ca.pem")),
+            authorize_node_ids: true,
+        }
     }
 }
 
-async fn tls_channel(port: u16, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap())).domain_name("localhost");
+async fn tls_channel(
+    port: u16,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .domain_name("localhost");
     if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        ));
     }
-    Channel::from_shared(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls)?.connect().await
+    Channel::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
 }
 
 async fn first_cds(channel: Channel, node_id: &str) -> Result<usize, tonic::Status> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(DiscoveryRequest { node: Some(node(node_id)), type_url: T_CLUSTER.into(), ..Default::default() }).await.unwrap();
-    let mut stream = AggregatedDiscoveryServiceClient::new(channel).stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-    let r = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.map_err(|_| tonic::Status::deadline_exceeded("no answer"))??;
+    tx.send(DiscoveryRequest {
+        node: Some(node(node_id)),
+        type_url: T_CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let r = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer"))??;
     Ok(r.map_or(0, |r| r.resources.len()))
 }
 
@@ -83,29 +121,73 @@ async fn envoy_connects_over_mtls_and_clients_without_a_valid_certificate_are_re
     let server = TestServer::start_with(|b| b.tls(pki.settings())).await;
     let backend = HttpBackend::start("tls-backend").await.unwrap();
     let port = free_port();
-    server.cache.set("envoy-tls", http_mesh(XdsMode::SotwAds, port, &[("backend", backend.port())], false));
+    server.cache.set(
+        "envoy-tls",
+        http_mesh(
+            XdsMode::SotwAds,
+            port,
+            &[("backend", backend.port())],
+            false,
+        ),
+    );
     let mut options = EnvoyOptions::new(server.addr.port(), "envoy-tls", XdsMode::SotwAds);
-    options.xds_tls = Some((pki.path("ca.pem"), pki.path("envoy-tls.pem"), pki.path("envoy-tls.key")));
+    options.xds_tls = Some((
+        pki.path("ca.pem"),
+        pki.path("envoy-tls.pem"),
+        pki.path("envoy-tls.key"),
+    ));
     let envoy = Envoy::start_with(options).await.unwrap();
-    let body = wait_until(Duration::from_secs(20), Duration::from_millis(100), async || {
-        Ok(Envoy::http_get(port, "/", "example.com").await.ok().filter(|r| r.status == 200).map(|r| r.body))
-    })
+    let body = wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            Ok(Envoy::http_get(port, "/", "example.com")
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|r| r.body))
+        },
+    )
     .await;
-    assert_eq!(body.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())), "tls-backend");
+    assert_eq!(
+        body.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
+        "tls-backend"
+    );
 
     // No client certificate: the handshake fails, nothing is served.
     let no_cert = match tls_channel(server.addr.port(), &pki.path("ca.pem"), None).await {
         Ok(ch) => first_cds(ch, "envoy-tls").await.map(|_| ()),
         Err(e) => Err(tonic::Status::unavailable(e.to_string())),
     };
-    assert!(no_cert.is_err(), "a client without a certificate was served");
+    assert!(
+        no_cert.is_err(),
+        "a client without a certificate was served"
+    );
     // A valid certificate may only claim the node id it names.
-    let ch = tls_channel(server.addr.port(), &pki.path("ca.pem"), Some((&pki.path("intruder.pem"), &pki.path("intruder.key")))).await.unwrap();
+    let ch = tls_channel(
+        server.addr.port(),
+        &pki.path("ca.pem"),
+        Some((&pki.path("intruder.pem"), &pki.path("intruder.key"))),
+    )
+    .await
+    .unwrap();
     let err = first_cds(ch, "envoy-tls").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("envoy-tls") && err.message().contains("intruder"), "{}", err.message());
-    let ch = tls_channel(server.addr.port(), &pki.path("ca.pem"), Some((&pki.path("intruder.pem"), &pki.path("intruder.key")))).await.unwrap();
-    server.cache.set("intruder", set(vec![res(T_CLUSTER, "c", "c")]));
+    assert!(
+        err.message().contains("envoy-tls") && err.message().contains("intruder"),
+        "{}",
+        err.message()
+    );
+    let ch = tls_channel(
+        server.addr.port(),
+        &pki.path("ca.pem"),
+        Some((&pki.path("intruder.pem"), &pki.path("intruder.key"))),
+    )
+    .await
+    .unwrap();
+    server
+        .cache
+        .set("intruder", set(vec![res(T_CLUSTER, "c", "c")]));
     assert_eq!(first_cds(ch, "intruder").await.unwrap(), 1);
 }
 
@@ -122,7 +204,11 @@ async fn the_connection_over_the_limit_gets_a_clear_refusal_and_the_first_ones_k
 
     let refused = first_cds(server.channel().await, "n1").await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert!(refused.message().contains("limit of 2 connections"), "{}", refused.message());
+    assert!(
+        refused.message().contains("limit of 2 connections"),
+        "{}",
+        refused.message()
+    );
 
     a.ack(&ra, &[]).await;
     b.ack(&rb, &[]).await;
