@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod inputs_etcd;
 mod inputs_kubernetes;
+mod pipeline_inputs;
 mod plugins_bad;
 mod plugins_runtime;
 mod protocol_delta;

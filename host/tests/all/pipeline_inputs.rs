@@ -1,0 +1,259 @@
+//! The pipeline with real plugins: a change recomputes only the groups that read it; input
+//! files edited, added, deleted and broken reach (or, broken, do not disturb) a real Envoy;
+//! and no bad plugin ever takes a connected client's config away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nebucloud_xds::cache::Cache;
+use nebucloud_xds::inputs::{DirSource, InputStore};
+use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
+use nebucloud_xds::plugins::{InputView, Plugin, PluginChain, PluginLimits};
+use nebucloud_xds::xds::ByIdentity;
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::google::protobuf::{value::Kind, ListValue, Struct, Value};
+
+use crate::plugins_runtime::{engine, load};
+use crate::real_plugins::mesh_server;
+use crate::scripted::*;
+use crate::support::backend::HttpBackend;
+use crate::support::envoy::{Envoy, XdsMode};
+use crate::support::{free_port, plugin_wasm, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+
+fn service_yaml(name: &str, port: u16) -> String {
+    format!("kind: Service\nname: {name}\nprotocol: http\nendpoints:\n  - {{ address: 127.0.0.1, port: {port} }}\n")
+}
+
+/// A node whose metadata limits the mesh plugin to `services`.
+fn node_reading(id: &str, services: &[&str]) -> Node {
+    let list = ListValue {
+        values: services
+            .iter()
+            .map(|s| Value {
+                kind: Some(Kind::StringValue((*s).into())),
+            })
+            .collect(),
+    };
+    let mut metadata = Struct::default();
+    metadata.fields.insert(
+        "services".into(),
+        Value {
+            kind: Some(Kind::ListValue(list)),
+        },
+    );
+    Node {
+        id: id.into(),
+        user_agent_name: "gRPC test".into(),
+        metadata: Some(metadata),
+        ..Node::default()
+    }
+}
+
+#[tokio::test]
+async fn a_change_recomputes_only_the_groups_that_read_it() {
+    let store = Arc::new(InputStore::new());
+    let docs = |a: u16, b: u16| {
+        let mut d = nebucloud_xds::inputs::parse_documents(
+            std::path::Path::new("a.yaml"),
+            &service_yaml("a", a),
+        )
+        .unwrap();
+        d.extend(
+            nebucloud_xds::inputs::parse_documents(
+                std::path::Path::new("b.yaml"),
+                &service_yaml("b", b),
+            )
+            .unwrap(),
+        );
+        d
+    };
+    store.replace_source("test", docs(1, 2));
+    let (server, pipeline) = mesh_server(free_port(), Arc::clone(&store)).await;
+    let mut reads_a = Sotw::open(&server, node_reading("reads-a", &["a"])).await;
+    let mut reads_b = Sotw::open(&server, node_reading("reads-b", &["b"])).await;
+    for (c, name) in [(&mut reads_a, "a"), (&mut reads_b, "b")] {
+        c.request(T_ENDPOINT, &[name], "", "").await;
+        let r = c.recv().await;
+        c.ack(&r, &[name]).await;
+    }
+    let runs = |id: &str| {
+        pipeline
+            .groups()
+            .into_iter()
+            .find(|g| g.node_id == id)
+            .map(|g| g.runs)
+            .unwrap_or(0)
+    };
+    let (a0, b0) = (runs("reads-a"), runs("reads-b"));
+    assert_eq!((a0, b0), (1, 1));
+
+    let changed = store.replace_source("test", docs(11, 2));
+    assert_eq!(changed, vec![("Service".to_owned(), "a".to_owned())]);
+    let mut batches = pipeline.batches();
+    let before = *batches.borrow_and_update();
+    pipeline.inputs_changed(changed);
+    batches.wait_for(|n| *n > before).await.unwrap();
+    assert_eq!(
+        runs("reads-a"),
+        a0 + 1,
+        "the group that read `a` is recomputed"
+    );
+    assert_eq!(
+        runs("reads-b"),
+        b0,
+        "the group that did not read `a` is not"
+    );
+    reads_a.recv().await;
+    reads_b.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn editing_adding_deleting_and_breaking_input_files_drive_a_real_envoy() {
+    let (one, two, three) = (
+        HttpBackend::start("one").await.unwrap(),
+        HttpBackend::start("two").await.unwrap(),
+        HttpBackend::start("three").await.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| dir.path().join(n);
+    std::fs::write(file("web.yaml"), service_yaml("web", one.port())).unwrap();
+    let store = Arc::new(InputStore::new());
+    let mut source = DirSource::new(dir.path(), Arc::clone(&store)).unwrap();
+    source.scan();
+    let port = free_port();
+    let (server, pipeline) = mesh_server(port, Arc::clone(&store)).await;
+    let envoy = Envoy::start(server.addr.port(), "envoy-files", XdsMode::DeltaAds)
+        .await
+        .unwrap();
+    let get = |path: &'static str| async move { Envoy::http_get(port, path, "example.com").await };
+    let expect = async |path: &'static str, status: u16, body: &str| {
+        let seen = wait_until(WAIT, POLL, async || {
+            Ok(get(path)
+                .await
+                .ok()
+                .filter(|r| r.status == status && (status != 200 || r.body == body)))
+        })
+        .await;
+        assert!(
+            seen.is_ok(),
+            "{path} never answered {status} {body}\n{}",
+            envoy.log_tail()
+        );
+    };
+    expect("/web/", 200, "one").await;
+    // Bump mtimes past whole-second resolution so every rewrite is seen as one.
+    let touch = |n: &str, secs: u64| {
+        let f = std::fs::File::options().append(true).open(file(n)).unwrap();
+        f.set_modified(std::time::SystemTime::now() + Duration::from_secs(secs))
+            .unwrap();
+    };
+
+    std::fs::write(file("web.yaml"), service_yaml("web", two.port())).unwrap();
+    touch("web.yaml", 2);
+    pipeline.inputs_changed(source.scan().0);
+    expect("/web/", 200, "two").await;
+
+    std::fs::write(file("api.yaml"), service_yaml("api", three.port())).unwrap();
+    pipeline.inputs_changed(source.scan().0);
+    expect("/api/", 200, "three").await;
+
+    std::fs::write(file("web.yaml"), "kind: Service\nname: web\nendpoints: [\n").unwrap();
+    touch("web.yaml", 4);
+    let (changed, errors) = source.scan();
+    assert!(changed.is_empty());
+    let e = errors[0].to_string();
+    assert!(e.contains("web.yaml") && e.contains("line"), "{e}");
+    expect("/web/", 200, "two").await;
+
+    std::fs::remove_file(file("api.yaml")).unwrap();
+    pipeline.inputs_changed(source.scan().0);
+    expect("/api/", 404, "").await;
+    assert_eq!(
+        get("/web/").await.unwrap().body,
+        "two",
+        "the broken file's last documents stay"
+    );
+}
+
+#[tokio::test]
+async fn no_bad_plugin_takes_a_connected_clients_config_away() {
+    let engine = engine();
+    let store = Arc::new(InputStore::new());
+    store.replace_source(
+        "test",
+        nebucloud_xds::inputs::parse_documents(
+            std::path::Path::new("s.yaml"),
+            &service_yaml("web", 8080),
+        )
+        .unwrap(),
+    );
+    let mesh = load(&engine, "mesh", serde_json::json!({}));
+    let cache = Cache::new();
+    let options = PipelineOptions {
+        debounce: Duration::from_millis(10),
+        ..PipelineOptions::default()
+    };
+    let pipeline = Pipeline::start(
+        cache.clone(),
+        PluginChain::new(vec![Arc::clone(&mesh)]),
+        Arc::clone(&store) as Arc<dyn InputView>,
+        options,
+    );
+    let p = pipeline.clone();
+    let server = TestServer::start_on(cache, move |b| b.grouping(ByIdentity).observer(p)).await;
+    let mut client = Sotw::open(&server, node("holder")).await;
+    client.request(T_CLUSTER, &[], "", "").await;
+    let held = client.recv().await;
+    client.ack(&held, &[]).await;
+    let group = server.cache.groups()[0].clone();
+    let version = server.cache.get(&group).unwrap().version().to_owned();
+
+    for (bad, expect) in [
+        ("bad_panic", "panicked at"),
+        ("bad_endless_loop", "deadline"),
+        ("bad_alloc_1gib", "memory limit"),
+        ("bad_garbage_body", "does not decode"),
+        ("bad_unknown_type", "names no Envoy API message"),
+        ("bad_duplicate_names", "duplicate"),
+        ("bad_oversized_output", "exceeds the limit"),
+    ] {
+        let wasm = std::fs::read(plugin_wasm(bad)).unwrap();
+        // A short deadline for the endless loop; the others need their time to misbehave.
+        let deadline_ms = if bad == "bad_endless_loop" { 200 } else { 5000 };
+        let limits = PluginLimits {
+            deadline_ms,
+            ..PluginLimits::default()
+        };
+        let plugin =
+            Arc::new(Plugin::load(&engine, bad, &wasm, &serde_json::json!({}), limits).unwrap());
+        pipeline.set_chain(PluginChain::new(vec![Arc::clone(&mesh), plugin]));
+        let error = wait_until(WAIT, POLL, async || {
+            Ok(pipeline
+                .group(&group)
+                .and_then(|g| g.last_error)
+                .filter(|e| e.contains(bad)))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{bad}: {e}"));
+        assert!(
+            error.starts_with(&format!("plugin {bad} on node holder:")) && error.contains(expect),
+            "{error}"
+        );
+        assert_eq!(
+            server.cache.get(&group).unwrap().version(),
+            version,
+            "{bad} changed the served config"
+        );
+        client.expect_quiet().await;
+    }
+    // The server kept serving throughout: a good chain takes effect at once.
+    pipeline.set_chain(PluginChain::new(vec![mesh]));
+    let ok = wait_until(WAIT, POLL, async || {
+        Ok(pipeline.group(&group).filter(|g| g.last_error.is_none()))
+    })
+    .await;
+    assert!(ok.is_ok());
+}
