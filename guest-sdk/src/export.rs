@@ -92,14 +92,21 @@ pub fn run(
 }
 
 /// Writes a line to the host log (tagged with plugin and node by the host).
+///
+/// In a native build (`cargo test` of a plugin) there is no host: the line goes to stderr.
 pub fn log(level: LogLevel, message: &str) {
-    let level = match level {
-        LogLevel::Debug => Level::Debug,
-        LogLevel::Info => Level::Info,
-        LogLevel::Warn => Level::Warn,
-        LogLevel::Error => Level::Error,
-    };
-    host::log(level, message);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let level = match level {
+            LogLevel::Debug => Level::Debug,
+            LogLevel::Info => Level::Info,
+            LogLevel::Warn => Level::Warn,
+            LogLevel::Error => Level::Error,
+        };
+        host::log(level, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
 }
 
 /// How loud a log line is.

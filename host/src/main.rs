@@ -375,7 +375,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listen, "serving xDS");
+    tracing::info!(addr = %listener.local_addr()?, "serving xDS");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = Duration::from_millis(config.xds.drain_ms);
     let mut stopped = stop_rx.clone();

@@ -426,9 +426,25 @@ impl Plugin {
             .find(|l| l.starts_with(PANIC_PREFIX))
         {
             Some(panic) => PluginFault::Trap(panic.clone()),
-            None => PluginFault::Trap(format!("{}", e.root_cause())),
+            None => PluginFault::Trap(with_sandbox_hint(format!("{}", e.root_cause()))),
         }
     }
+}
+
+/// Explains the traps a plugin gets for using what the sandbox does not offer.
+fn with_sandbox_hint(message: String) -> String {
+    let hint = if message.contains("wasi:cli/stdout") || message.contains("wasi:cli/stderr") {
+        "plugins have no stdout or stderr: use nebucloud_xds_guest::log"
+    } else if message.contains("wasi:clocks/") {
+        "plugins have no clocks: a plugin's output may depend only on its node, resources, config and inputs"
+    } else if message.contains("wasi:filesystem/") {
+        "plugins have no files: read input documents with ctx.get / ctx.list"
+    } else if message.contains("wasi:cli/environment") {
+        "plugins have no environment: use the plugin's config"
+    } else {
+        return message;
+    };
+    format!("{message} ({hint})")
 }
 
 /// Allows the contract (at a compatible version) and the WASI interfaces Rust's std links;
