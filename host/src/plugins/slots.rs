@@ -178,22 +178,14 @@ impl PluginSlots {
         name: &str,
         path: Option<&Path>,
     ) -> Result<ReloadOutcome, ReloadError> {
-        let (file, config, limits, current_hash) = {
-            let slots = self
-                .slots
-                .lock()
-                .map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?;
-            let slot = slots
-                .iter()
-                .find(|s| s.name == name)
-                .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
-            (
+        let (file, config, limits, current_hash) = self.with_slot(name, |slot| {
+            Ok((
                 path.map_or_else(|| slot.path.clone(), Path::to_path_buf),
                 slot.config.clone(),
                 slot.limits,
                 slot.current.hash().to_owned(),
-            )
-        };
+            ))
+        })?;
         let wasm = match tokio::fs::read(&file).await {
             Ok(w) => w,
             Err(e) => {
@@ -231,24 +223,28 @@ impl PluginSlots {
 
     /// Puts the previous version of `name` back into service.
     pub fn rollback(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
-        let previous = {
-            let slots = self
-                .slots
-                .lock()
-                .map_err(|_| ReloadError::UnknownPlugin(name.to_owned()))?;
-            let slot = slots
-                .iter()
-                .find(|s| s.name == name)
-                .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
+        let previous = self.with_slot(name, |slot| {
             slot.previous
                 .clone()
-                .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))?
-        };
+                .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))
+        })?;
         let chain = self.chain_with(name, &previous);
         let version = previous.hash().to_owned();
         self.install(name, previous, None, chain);
         tracing::info!(plugin = name, %version, "plugin rolled back");
         Ok(ReloadOutcome::Swapped { version })
+    }
+
+    /// Reads the slot called `name`, under the lock (never held across an `.await`).
+    fn with_slot<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Slot) -> Result<T, ReloadError>,
+    ) -> Result<T, ReloadError> {
+        let unknown = || ReloadError::UnknownPlugin(name.to_owned());
+        let slots = self.slots.lock().map_err(|_| unknown())?;
+        let slot = slots.iter().find(|s| s.name == name).ok_or_else(unknown)?;
+        f(slot)
     }
 
     fn chain_with(&self, name: &str, plugin: &Arc<Plugin>) -> PluginChain {
