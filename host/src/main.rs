@@ -118,7 +118,9 @@ enum PluginCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines.
     Human,
+    /// One JSON object per line.
     Json,
 }
 
@@ -523,17 +525,27 @@ async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<String> {
 
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+    // A signal that cannot be watched must not look like one that arrived: it waits forever.
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot watch SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
             }
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
     tracing::info!("shutting down");
 }

@@ -27,3 +27,4 @@ mod real_reload;
 mod scripted;
 mod support;
 mod tls_limits;
+mod xds_port_services;
