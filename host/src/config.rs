@@ -52,6 +52,13 @@ pub struct XdsConfig {
     pub max_connections: Option<usize>,
     /// Most concurrent streams per connection (default: no limit).
     pub max_streams_per_connection: Option<u32>,
+    /// Largest request decoded / response encoded, in bytes (default 16 MiB).
+    pub max_message_bytes: usize,
+    /// HTTP/2 keepalive ping interval, in ms (default 30,000): dead peers are noticed.
+    pub keepalive_ms: u64,
+    /// How long a keepalive ping may go unanswered before the connection is closed, in ms
+    /// (default 10,000).
+    pub keepalive_timeout_ms: u64,
     /// On SIGTERM/SIGINT: how long open streams may drain after clients were told to go
     /// elsewhere (HTTP/2 GOAWAY), in ms (default 5,000). Then the server exits.
     pub drain_ms: u64,
@@ -68,6 +75,9 @@ impl Default for XdsConfig {
             tls: None,
             max_connections: None,
             max_streams_per_connection: None,
+            max_message_bytes: 16 << 20,
+            keepalive_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
         }
     }
 }

@@ -243,7 +243,12 @@ fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
             max_names_per_type: config.xds.max_names_per_type,
             ..StreamLimits::default()
         })
-        .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms));
+        .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms))
+        .max_message_bytes(config.xds.max_message_bytes)
+        .keepalive(
+            Duration::from_millis(config.xds.keepalive_ms),
+            Duration::from_millis(config.xds.keepalive_timeout_ms),
+        );
     let builder = match &config.xds.tls {
         Some(tls) => builder.tls(tls.clone()),
         None => builder,

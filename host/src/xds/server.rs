@@ -110,6 +110,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_streams_per_connection: Option<u32>,
+    pub(crate) keepalive: (Duration, Duration),
 }
 
 /// An xDS management server over a [`Cache`]: ADS and every per-type discovery service, each
@@ -140,6 +141,7 @@ pub struct XdsServerBuilder {
     tls: Option<TlsSettings>,
     max_connections: Option<usize>,
     max_streams_per_connection: Option<u32>,
+    keepalive: (Duration, Duration),
 }
 
 impl XdsServerBuilder {
@@ -154,6 +156,14 @@ impl XdsServerBuilder {
     #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// HTTP/2 keepalive: ping every `interval`, close the connection when a ping goes
+    /// unanswered for `timeout` (default 30 s / 10 s).
+    #[must_use]
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = (interval, timeout);
         self
     }
 
@@ -217,6 +227,7 @@ impl XdsServerBuilder {
                 tls: self.tls,
                 max_connections: self.max_connections,
                 max_streams_per_connection: self.max_streams_per_connection,
+                keepalive: self.keepalive,
             }),
         }
     }
@@ -235,6 +246,7 @@ impl XdsServer {
             tls: None,
             max_connections: None,
             max_streams_per_connection: None,
+            keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
         }
     }
 
@@ -276,8 +288,8 @@ impl XdsServer {
                 .await;
         }
         let mut builder = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(self.shared.keepalive.0))
+            .http2_keepalive_timeout(Some(self.shared.keepalive.1))
             .max_concurrent_streams(self.shared.max_streams_per_connection);
         if let Some(tls) = &self.shared.tls {
             let config = tls.server_config().map_err(ServeError::Tls)?;
