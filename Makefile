@@ -124,3 +124,13 @@ test: deps test-plugins lint deny test-only
 
 test-only:
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo test --workspace
+
+# Every benchmark, each against its baseline in the same run; results and plots go to
+# target/bench-results/ (summary.md is the README's table). About 5 minutes once built.
+bench: plugins
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo bench -p nebucloud-xds-benches --bench cache
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo bench -p nebucloud-xds-benches --bench plugins
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
+		--nodes 10000 --streams-per-conn 50,1 --out $(CARGO_TARGET)/bench-results
+	cat $(CARGO_TARGET)/bench-results/cache.md $(CARGO_TARGET)/bench-results/plugins.md \
+		$(CARGO_TARGET)/bench-results/loadgen.md > $(CARGO_TARGET)/bench-results/summary.md

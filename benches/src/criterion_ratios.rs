@@ -85,7 +85,7 @@ pub fn human(ns: f64) -> String {
 /// directory. `columns` names the two sides and the ratio.
 pub fn report(title: &str, stem: &str, columns: [&str; 3], rows: &[Ratio], notes: &str) {
     let mut md = format!(
-        "{title}\n\n| | {} | {} | {} |",
+        "### {title}\n\n| | {} | {} | {} |",
         columns[0], columns[1], columns[2]
     );
     let published = rows.iter().any(|r| r.published_ns.is_some());

@@ -10,6 +10,8 @@ use nebucloud_xds::{Resource, ResourceSet};
 use nebucloud_xds_guest::{run_native, MemoryInputs};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
+use crate::seed;
+
 /// The resource whose content an input change alters: the endpoints of the first service.
 pub const MARKER_SERVICE: &str = "svc-000";
 

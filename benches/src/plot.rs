@@ -12,13 +12,17 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
-/// One line: a label and its points.
+/// One line: a label, its points and how it is drawn.
 #[derive(Debug, Clone)]
 pub struct Series {
     /// Shown in the legend.
     pub label: String,
     /// `(x, y)` points, in x order.
     pub points: Vec<(f64, f64)>,
+    /// A CSS color; `None` picks one from the palette by position.
+    pub color: Option<&'static str>,
+    /// Drawn dashed.
+    pub dashed: bool,
 }
 
 fn escape(s: &str) -> String {
@@ -108,7 +112,12 @@ pub fn cdf_chart(
         );
     }
     for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = s.color.unwrap_or(COLORS[i % COLORS.len()]);
+        let dash = if s.dashed {
+            " stroke-dasharray=\"7,4\""
+        } else {
+            ""
+        };
         let pts: String = s
             .points
             .iter()
@@ -117,8 +126,8 @@ pub fn cdf_chart(
         let ly = TOP + 10.0 + i as f64 * 18.0;
         let _ = writeln!(
             svg,
-            "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\
-             <line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\
+            "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\
+             <line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             LEFT + pw + 10.0, LEFT + pw + 30.0, LEFT + pw + 36.0, ly + 4.0, escape(&s.label)
         );
@@ -127,15 +136,20 @@ pub fn cdf_chart(
     svg
 }
 
-/// Horizontal bars, one per `(label, value)`, with an optional dashed target line.
-pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)], target: Option<f64>) -> String {
+/// Horizontal bars, one per `(label, value, color)`, with an optional dashed target line.
+pub fn bar_chart(
+    title: &str,
+    unit: &str,
+    bars: &[(String, f64, &'static str)],
+    target: Option<f64>,
+) -> String {
     let x_max = nice_max(bars.iter().map(|b| b.1).chain(target).fold(0.0, f64::max));
     let left = 190.0;
     let pw = W - left - 40.0;
     let bar_h = ((H - TOP - BOTTOM) / bars.len().max(1) as f64).min(40.0);
     let x = |v: f64| left + v / x_max * pw;
     let mut svg = header(title);
-    for (i, (label, value)) in bars.iter().enumerate() {
+    for (i, (label, value, color)) in bars.iter().enumerate() {
         let y = TOP + i as f64 * bar_h;
         let _ = writeln!(
             svg,
@@ -145,7 +159,7 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)], target: Option
             y + 4.0,
             (x(*value) - left).max(1.0),
             bar_h - 8.0,
-            COLORS[i % COLORS.len()],
+            color,
             left - 6.0,
             y + bar_h / 2.0 + 4.0,
             escape(label),
@@ -188,16 +202,21 @@ mod tests {
             Series {
                 label: "ours".into(),
                 points: vec![(0.0, 0.0), (3.0, 1.0)],
+                color: None,
+                dashed: false,
             },
             Series {
                 label: "seed <push>".into(),
                 points: vec![(1.0, 0.5)],
+                color: Some("red"),
+                dashed: true,
             },
         ];
         let svg = cdf_chart("t", "ms", &s, Some((150.0, "target")));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("ours") && svg.contains("seed &lt;push&gt;"));
-        let bars = bar_chart("m", "KB", &[("a".into(), 3.0)], Some(10.0));
+        assert!(svg.contains("stroke=\"red\"") && svg.contains("stroke-dasharray=\"7,4\""));
+        let bars = bar_chart("m", "KB", &[("a".into(), 3.0, "blue")], Some(10.0));
         assert!(bars.contains("target 10 KB"));
         assert_eq!(nice_max(130.0), 200.0);
     }

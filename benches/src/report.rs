@@ -56,17 +56,18 @@ fn met(ok: bool) -> &'static str {
 /// The Markdown report: one row per run, then ratios and targets.
 pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "Load generator: `{}` ({} CPUs, loopback, server in its own process; loadgen CPU {:.1} s over {:.0} s).\n", ctx.command, ctx.cpus, ctx.loadgen_cpu_s, ctx.wall_s);
-    md.push_str("| server | protocol | nodes | streams/conn | all configured (ms) | per node p50 / p99 (ms) | change → all ACKed p50 / p99 / max (ms) | ACKed | server memory per node | server CPU: connect / per change (s) |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let _ = writeln!(md, "### ADS load generator: ours against the seed, same run\n\n`{}` ({} CPUs shared by the server and the load generator, loopback, server in its own process; loadgen CPU {:.1} s over {:.0} s).\n", ctx.command, ctx.cpus, ctx.loadgen_cpu_s, ctx.wall_s);
+    md.push_str("| server | protocol | nodes | streams/conn | all configured (ms) | per node p50 / p99 (ms) | change → all ACKed p50 / p99 / max (ms) | ACKed | server memory per node | server CPU: connect / per change (s) | loadgen CPU per change (s) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         let acked: usize = r.updates.iter().map(|u| u.acked).min().unwrap_or(0);
-        let cpu_change =
-            r.updates.iter().map(|u| u.server_cpu_s).sum::<f64>() / r.updates.len().max(1) as f64;
+        let per_change = |f: fn(&crate::loadgen::Update) -> f64| {
+            r.updates.iter().map(f).sum::<f64>() / r.updates.len().max(1) as f64
+        };
         let _ =
             writeln!(
             md,
-            "| {} | {:?} | {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {:.1} KB | {:.2} / {:.3} |",
+            "| {} | {:?} | {} | {} | {:.0} | {:.1} / {:.1} | {} | {} | {:.1} KB | {:.2} / {:.3} | {:.3} |",
             r.implementation.name(),
             r.protocol,
             r.nodes,
@@ -85,15 +86,18 @@ pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
             if r.updates.is_empty() { "-".to_owned() } else { format!("{acked}/{}", r.nodes) },
             r.bytes_per_node / 1024.0,
             r.server_cpu_connect_s,
-            cpu_change,
+            per_change(|u| u.server_cpu_s),
+            per_change(|u| u.loadgen_cpu_s),
         );
     }
     md.push_str("\nUpdate paths: ");
-    let mut paths: Vec<String> = runs
-        .iter()
-        .map(|r| format!("**{}**: {}", r.implementation.name(), r.update_path))
-        .collect();
-    paths.dedup();
+    let mut paths: Vec<String> = Vec::new();
+    for r in runs {
+        let path = format!("**{}**: {}", r.implementation.name(), r.update_path);
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
     md.push_str(&paths.join("; "));
     md.push_str(".\n\nOurs against the seed, same run (ratio < 1: ours is smaller/faster), and the targets:\n\n");
     for r in runs.iter().filter(|r| r.implementation == Impl::Ours) {
@@ -170,6 +174,16 @@ pub fn write(
         serde_json::to_string_pretty(&Document { context: ctx, runs })?,
     )?;
     put(format!("{name}.md"), markdown(runs, ctx))?;
+    let style = |r: &RunResult| -> &'static str {
+        match (r.implementation, r.protocol) {
+            (Impl::Ours, Protocol::Sotw) => "#1f5fb4",
+            (Impl::Ours, Protocol::Delta) => "#6baed6",
+            (Impl::Seed, Protocol::Sotw) => "#c62828",
+            (Impl::Seed, Protocol::Delta) => "#f08a80",
+            (Impl::SeedPush, Protocol::Sotw) => "#2e7d32",
+            (Impl::SeedPush, Protocol::Delta) => "#8bc98a",
+        }
+    };
     let label = |r: &RunResult| {
         format!(
             "{} {:?} ×{}",
@@ -184,6 +198,8 @@ pub fn write(
         .map(|r| Series {
             label: label(r),
             points: cdf(&r.update_samples, 200),
+            color: Some(style(r)),
+            dashed: r.streams_per_conn == 1,
         })
         .collect();
     let nodes = runs.first().map_or(0, |r| r.nodes);
@@ -201,6 +217,8 @@ pub fn write(
         .map(|r| Series {
             label: label(r),
             points: cdf(&r.initial_samples, 200),
+            color: Some(style(r)),
+            dashed: r.streams_per_conn == 1,
         })
         .collect();
     put(
@@ -212,9 +230,9 @@ pub fn write(
             None,
         ),
     )?;
-    let memory: Vec<(String, f64)> = runs
+    let memory: Vec<(String, f64, &'static str)> = runs
         .iter()
-        .map(|r| (label(r), r.bytes_per_node / 1024.0))
+        .map(|r| (label(r), r.bytes_per_node / 1024.0, style(r)))
         .collect();
     put(
         format!("{name}-memory.svg"),

@@ -49,10 +49,9 @@ fn loadgen_configures_200_nodes_and_every_change_reaches_all_of_them() {
 
 #[test]
 fn bench_plugin_reports_latency_instructions_and_memory() {
-    let Ok(wasm) = std::fs::read(plugin_dir().join("mesh.wasm")) else {
-        eprintln!("mesh.wasm not built (make plugins): skipped");
-        return;
-    };
+    let path = plugin_dir().join("mesh.wasm");
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", path.display()));
     let inputs: Arc<dyn InputView> = Arc::new(static_inputs(&services(10, 0)));
     let options = BenchOptions {
         duration: Duration::from_millis(200),

@@ -14,8 +14,8 @@ use nebucloud_xds::config::{Config, GroupBy};
 use nebucloud_xds::inputs::{watch_dir, DirSource, EtcdSource, InputStore, KubernetesSource};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
 use nebucloud_xds::plugins::{
-    watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits,
-    PluginSlots, SlotSpec,
+    bench_plugin, watch_plugin_files, BenchOptions, EngineOptions, InputView, Plugin, PluginChain,
+    PluginEngine, PluginLimits, PluginSlots, SlotSpec,
 };
 use nebucloud_xds::schema::Schema;
 use nebucloud_xds::xds::{ByCluster, ByIdentity, ByNodeId, StreamLimits, XdsServerBuilder};
@@ -105,6 +105,24 @@ enum PluginCommand {
         #[arg(long)]
         inputs: Option<PathBuf>,
     },
+    /// Measure a plugin: calls/s and p50/p99 on reused and fresh instances, instructions,
+    /// memory and output per call, for one node and an inputs directory.
+    Bench {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The plugin config, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The node, as YAML/JSON in Envoy's `Node` form (default: an Envoy node `bench`).
+        #[arg(long)]
+        node: Option<PathBuf>,
+        /// An inputs directory (YAML/JSON documents with `kind` and `name`).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        /// How long to call a warm instance, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// Check a plugin file against the contract: a component, the contract's imports and
     /// exports, and an `init` that accepts the given config.
     Check {
@@ -147,6 +165,13 @@ fn main() -> anyhow::Result<()> {
             inputs,
         }) => plugin_run(&config, &node, inputs.as_deref()),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, &config),
+        Command::Plugin(PluginCommand::Bench {
+            file,
+            config,
+            node,
+            inputs,
+            seconds,
+        }) => plugin_bench(&file, &config, node.as_deref(), inputs.as_deref(), seconds),
         Command::Nodes { admin } => runtime.block_on(async {
             let nodes: serde_json::Value =
                 serde_json::from_str(&admin_get(admin, "/debug/nodes").await?)?;
@@ -425,6 +450,34 @@ async fn config_check(file: &Path) -> anyhow::Result<()> {
         );
     }
     println!("  inputs: {} documents", store.len());
+    Ok(())
+}
+
+fn plugin_bench(
+    file: &Path,
+    config: &str,
+    node: Option<&Path>,
+    inputs: Option<&Path>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let node = match node {
+        Some(path) => read_node(path)?,
+        None => Node {
+            id: "bench".into(),
+            user_agent_name: "envoy".into(),
+            ..Node::default()
+        },
+    };
+    let (store, _) = load_inputs(inputs)?;
+    let options = BenchOptions {
+        duration: Duration::from_secs_f64(seconds.clamp(0.1, 600.0)),
+        ..BenchOptions::default()
+    };
+    let report = bench_plugin(&wasm, &config, &node, &[], store, &options)
+        .with_context(|| file.display().to_string())?;
+    println!("{report}");
     Ok(())
 }
 

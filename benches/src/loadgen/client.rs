@@ -77,7 +77,7 @@ impl NodeProgress {
 fn marker_body<'a>(resources: impl IntoIterator<Item = &'a Any>) -> Option<&'a [u8]> {
     let name = MARKER_SERVICE.as_bytes();
     resources.into_iter().find_map(|a| {
-        let v = a.value.as_slice();
+        let v: &[u8] = &a.value;
         (v.len() > name.len() + 2
             && v[0] == 0x0a
             && usize::from(v[1]) == name.len()
@@ -216,7 +216,7 @@ mod tests {
             .filter(|r| r.type_url() == type_url::ENDPOINT)
             .map(|r| Any {
                 type_url: r.type_url().to_owned(),
-                value: r.body().to_vec(),
+                value: r.body().clone(),
             })
             .collect();
         let found = marker_body(&anys).map(<[u8]>::to_vec);

@@ -67,6 +67,8 @@ pub struct Update {
     pub per_node: Summary,
     /// Server CPU seconds spent on this change.
     pub server_cpu_s: f64,
+    /// Load generator CPU seconds over the same time (its nodes decode and ACK).
+    pub loadgen_cpu_s: f64,
 }
 
 /// Everything one run measured.
@@ -174,6 +176,7 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     let mut update_samples = Vec::new();
     for k in 1..=s.updates {
         let cpu_before = server.cpu();
+        let own_before = own_cpu();
         let t0 = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         server.send(&format!("update {k}")).await?;
         server.updated().await?;
@@ -195,6 +198,7 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
             acked: samples.len(),
             per_node: Summary::of(&samples),
             server_cpu_s: server.cpu() - cpu_before,
+            loadgen_cpu_s: own_cpu() - own_before,
         });
         update_samples.extend(samples);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -203,10 +207,13 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
         .iter()
         .filter(|p| p.failed.load(Ordering::Relaxed))
         .count();
-    tasks.abort_all();
-    drop(channels);
+    // The server closes first, so that TIME_WAIT stays on its side and the next run's
+    // thousands of connections still find free ephemeral ports.
     let setup_bytes = server.setup_bytes;
     server.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tasks.abort_all();
+    drop(channels);
     Ok(RunResult {
         implementation: s.implementation,
         protocol: s.protocol,
@@ -238,16 +245,29 @@ fn update_path(s: &Scenario) -> &'static str {
     }
 }
 
+/// Opens `n` HTTP/2 connections, 64 at a time. Each counts as open once the server answered
+/// a gRPC health check on it: a TCP connect alone completes in the kernel's accept queue, and
+/// racing ahead of the server's accept loop overflows it (the dropped handshakes then wait for
+/// a one-second SYN retransmit), which would measure the kernel rather than the server.
 async fn connect(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(30));
-    let channels: Vec<Result<Channel, tonic::transport::Error>> =
-        futures::stream::iter((0..n).map(|_| endpoint.connect()))
-            .buffered(64)
-            .collect()
-            .await;
-    Ok(channels.into_iter().collect::<Result<_, _>>()?)
+    let open = |endpoint: Endpoint| async move {
+        let channel = endpoint.connect().await?;
+        HealthClient::new(channel.clone())
+            .check(HealthCheckRequest::default())
+            .await?;
+        anyhow::Ok(channel)
+    };
+    futures::stream::iter((0..n).map(|_| open(endpoint.clone())))
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Waits until `done` holds for every node that has not failed, printing progress on stderr.
@@ -285,6 +305,10 @@ async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+fn own_cpu() -> f64 {
+    crate::stats::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -3,8 +3,7 @@
 //! on stdin (`update N`, `quit`) and answers on stdout (`ready ADDR SETUP_BYTES`, `updated N`).
 
 mod ours;
-mod seed_as_is;
-mod seed_push;
+mod seed;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,11 +73,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             (addr, Box::new(u))
         }
         Impl::Seed => {
-            let (addr, u) = seed_as_is::start(&args).await?;
+            let (addr, u) = seed::start_as_is(&args).await?;
             (addr, Box::new(u))
         }
         Impl::SeedPush => {
-            let (addr, u) = seed_push::start(&args).await?;
+            let (addr, u) = seed::start_push(&args).await?;
             (addr, Box::new(u))
         }
     };

@@ -1,31 +1,95 @@
-//! The smallest push path over the seed's own cache and request handlers. The seed's ADS
-//! service reads requests and answers them, and never looks at its cache watches, so a
-//! snapshot set for a node with an open stream reaches it only if the node asks again. Here
-//! each stream also holds `ShardedCache::create_watch` for its node; when the watch fires, the
-//! stream re-runs the seed's own handler for every type it subscribed to, as if the client had
-//! re-sent its last request, and sends what the handler returns. Everything else (versions,
-//! nonces, encoding, delta bookkeeping) is the seed's code.
+//! The seed's server (nebucloud-xds 0.1.0), as published and with the smallest push path.
+//!
+//! As published: its `ShardedCache` keyed by node id, one snapshot per node, served by its own
+//! `XdsServer` with SotW and Delta enabled. It answers requests and never looks at its cache
+//! watches, so a snapshot set for a node with an open stream reaches it only if the node asks
+//! again.
+//!
+//! With a push path (`PushAds`): each stream also holds `ShardedCache::create_watch` for its
+//! node; when the watch fires, the stream re-runs the seed's own handler for every type it
+//! subscribed to, as if the client had re-sent its last request, and sends what the handler
+//! returns. Everything else (versions, nonces, encoding, delta bookkeeping) is the seed's code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use seed::core::{NodeHash, ResourceRegistry, TypeUrl};
-use seed::server::services::ads::{
-    AdsService, AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use seed::server::services::ServiceState;
-use seed::server::{ServerConfig, StreamContext};
-use seed::types::envoy::service::discovery::v3::Resource as DeltaResource;
-use seed::types::google::protobuf::Any;
 use seed_tonic::{Request, Response, Status, Streaming};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::seed_as_is::{seeded_cache, SeedUpdater};
-use super::{free_port, ServerArgs};
+use super::{free_port, ServerArgs, Updater};
+use crate::fixtures::{mesh_resources, seed_snapshot, services};
+use crate::seed::cache::{Cache as _, ShardedCache};
+use crate::seed::core::{NodeHash, ResourceRegistry, TypeUrl};
+use crate::seed::server::services::ads::{
+    AdsService, AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use crate::seed::server::services::ServiceState;
+use crate::seed::server::{ServerConfig, StreamContext};
+use crate::seed::types::envoy::service::discovery::v3::Resource as DeltaResource;
+use crate::seed::types::google::protobuf::Any;
+
+/// Sets a new snapshot for every node, as the seed's API asks: its cache is keyed by node id.
+pub(super) struct SeedUpdater {
+    cache: Arc<ShardedCache>,
+    nodes: Vec<NodeHash>,
+    services: usize,
+    /// Keeps the server running until the process ends (dropping it stops the seed's server).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Updater for SeedUpdater {
+    fn update(&mut self, revision: u32) -> anyhow::Result<()> {
+        let resources = mesh_resources(&services(self.services, revision))?;
+        let snapshot = seed_snapshot(&resources, &format!("v{revision}"));
+        for node in &self.nodes {
+            self.cache.set_snapshot(*node, snapshot.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The seed's cache with the revision-0 snapshot set for nodes `node-0` … `node-{n-1}`.
+fn seeded_cache(args: &ServerArgs) -> anyhow::Result<SeedUpdater> {
+    let cache = Arc::new(ShardedCache::with_capacity(args.nodes));
+    let nodes: Vec<NodeHash> = (0..args.nodes)
+        .map(|i| NodeHash::from_id(&format!("node-{i}")))
+        .collect();
+    let mut updater = SeedUpdater {
+        cache,
+        nodes,
+        services: args.services,
+        stop: None,
+    };
+    updater.update(0)?;
+    Ok(updater)
+}
+
+/// Starts the seed's server as published. Its default limit of 100 concurrent requests per
+/// connection would stall streams beyond the 100th on a connection: it is raised past the
+/// HTTP/2 server's own (200), which then applies as it does to ours.
+pub(super) async fn start_as_is(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
+    let mut updater = seeded_cache(args)?;
+    let server = crate::seed::server::XdsServer::builder()
+        .cache(Arc::clone(&updater.cache))
+        .enable_sotw()
+        .enable_delta()
+        .max_concurrent_streams(1_000)
+        .build()
+        .map_err(|e| anyhow::anyhow!("seed server: {e}"))?;
+    let addr = free_port()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    updater.stop = Some(stop);
+    tokio::spawn(async move {
+        if let Err(e) = server.serve_with_shutdown(addr, stopped).await {
+            eprintln!("bench-server (seed): {e}");
+        }
+    });
+    Ok((addr, updater))
+}
 
 /// The seed's handlers plus a cache watch per stream.
 #[derive(Clone)]
@@ -41,6 +105,8 @@ impl AggregatedDiscoveryService for PushAds {
     type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
     type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
 
+    // The seed's handler returns `tonic::Status` by value; its results are passed on as is.
+    #[allow(clippy::result_large_err)]
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
@@ -199,8 +265,8 @@ impl AggregatedDiscoveryService for PushAds {
 
 /// The next snapshot the stream's watch delivers; pending until the node is known.
 async fn next_snapshot(
-    watch: &mut Option<seed::cache::Watch>,
-) -> Option<Arc<seed::cache::Snapshot>> {
+    watch: &mut Option<crate::seed::cache::Watch>,
+) -> Option<Arc<crate::seed::cache::Snapshot>> {
     match watch {
         Some(w) => w.recv().await,
         None => std::future::pending().await,
@@ -208,7 +274,7 @@ async fn next_snapshot(
 }
 
 /// Starts the seed's cache and handlers behind the push path, on tonic 0.12 as the seed is.
-pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
+pub(super) async fn start_push(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
     let updater = seeded_cache(args)?;
     let registry = Arc::new(ResourceRegistry::new());
     let ads = PushAds {
@@ -221,7 +287,10 @@ pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, Seed
     };
     let addr = free_port()?;
     tokio::spawn(async move {
+        // gRPC health, as the seed's own server has: the load generator paces connections by it.
+        let (_reporter, health) = seed_tonic_health::server::health_reporter();
         let served = seed_tonic::transport::Server::builder()
+            .add_service(health)
             .add_service(AggregatedDiscoveryServiceServer::new(ads))
             .serve(addr)
             .await;
