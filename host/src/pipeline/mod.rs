@@ -7,4 +7,4 @@ mod groups;
 mod scheduler;
 
 pub use groups::GroupStatus;
-pub use scheduler::{Pipeline, PipelineOptions};
+pub use scheduler::{CanaryTarget, Pipeline, PipelineOptions};

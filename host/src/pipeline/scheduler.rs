@@ -2,7 +2,8 @@
 //! changed) are coalesced into batches, mapped to the affected groups, and run through the
 //! plugin chain on blocking threads, a few groups at a time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use super::groups::{GroupRecord, GroupStatus};
 use crate::cache::Cache;
-use crate::plugins::{InputView, PluginChain};
+use crate::plugins::{ChainOutput, InputView, PluginChain, PluginRunError};
 use crate::xds::NodeObserver;
 
 /// How changes are coalesced and how much runs at once.
@@ -46,6 +47,24 @@ enum Event {
     Changed(Vec<(String, String)>),
     /// Everything must be recomputed (the chain changed).
     All,
+    /// A new chain was installed with results already computed by it (a reload's canary) at
+    /// input generation `generation`: published as they are if no input changed since,
+    /// every other group recomputed.
+    Install {
+        generation: u64,
+        results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
+    },
+}
+
+/// One group as a canary run sees it.
+#[derive(Debug, Clone)]
+pub struct CanaryTarget {
+    /// The group.
+    pub group: String,
+    /// The node it is computed for.
+    pub node: Node,
+    /// Its last run succeeded: a new chain that fails on it breaks a working config.
+    pub healthy: bool,
 }
 
 struct Inner {
@@ -56,6 +75,8 @@ struct Inner {
     events: mpsc::UnboundedSender<Event>,
     options: PipelineOptions,
     batches: watch::Sender<u64>,
+    /// Counts `inputs_changed` calls: results computed while it stayed put are current.
+    generation: AtomicU64,
 }
 
 /// Keeps every node group's resources up to date with the inputs and the plugin chain.
@@ -90,6 +111,7 @@ impl Pipeline {
             events,
             options,
             batches: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&inner), rx));
         Pipeline { inner }
@@ -97,7 +119,14 @@ impl Pipeline {
 
     /// Input documents changed: recompute the groups whose last run read any of them.
     pub fn inputs_changed(&self, keys: Vec<(String, String)>) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let _ = self.inner.events.send(Event::Changed(keys));
+    }
+
+    /// How many input changes were announced so far. Results computed from the inputs while
+    /// this stayed the same are current (see [`Pipeline::install_chain`]).
+    pub fn input_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// Recomputes every group.
@@ -110,6 +139,23 @@ impl Pipeline {
     pub fn set_chain(&self, chain: PluginChain) {
         self.inner.chain.store(Arc::new(chain));
         self.recompute_all();
+    }
+
+    /// Replaces the plugin chain with one whose results for some groups are already known:
+    /// `results`, computed by `chain` when the input generation was `generation`. If no input
+    /// changed since, they are published as they are and only the other groups run; otherwise
+    /// every group is recomputed, as [`Pipeline::set_chain`] does.
+    pub fn install_chain(
+        &self,
+        chain: PluginChain,
+        generation: u64,
+        results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
+    ) {
+        self.inner.chain.store(Arc::new(chain));
+        let _ = self.inner.events.send(Event::Install {
+            generation,
+            results,
+        });
     }
 
     /// The current chain.
@@ -146,6 +192,24 @@ impl Pipeline {
             .collect()
     }
 
+    /// Every group with its node and whether its last run succeeded.
+    pub fn canary_targets(&self) -> Vec<CanaryTarget> {
+        self.inner
+            .groups
+            .iter()
+            .map(|e| CanaryTarget {
+                group: e.key().clone(),
+                node: e.value().node.clone(),
+                healthy: e.value().last_success.is_some() && e.value().last_error.is_none(),
+            })
+            .collect()
+    }
+
+    /// How many groups compute at once.
+    pub fn parallelism(&self) -> usize {
+        self.inner.options.parallelism
+    }
+
     /// The inputs plugins read.
     pub fn inputs(&self) -> Arc<dyn InputView> {
         Arc::clone(&self.inner.inputs)
@@ -180,12 +244,17 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         let mut demand = BTreeSet::new();
         let mut changed = Vec::new();
         let mut all = false;
+        let mut installs = Vec::new();
         let mut add = |ev: Event, demand: &mut BTreeSet<String>| match ev {
             Event::Demand(g) => {
                 demand.insert(g);
             }
             Event::Changed(keys) => changed.extend(keys),
             Event::All => all = true,
+            Event::Install {
+                generation,
+                results,
+            } => installs.push((generation, results)),
         };
         let debounced = !matches!(first, Event::Demand(_));
         add(first, &mut demand);
@@ -206,6 +275,19 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             add(ev, &mut demand);
         }
         let Some(inner) = inner.upgrade() else { return };
+        // A new chain's precomputed results stand only if no input changed since they were
+        // computed (and nothing else asks for a full recompute); every other group runs.
+        let current = inner.generation.load(Ordering::SeqCst);
+        let mut precomputed = BTreeMap::new();
+        let fresh = installs.iter().all(|(g, _)| *g == current);
+        if !installs.is_empty() {
+            if fresh && !all {
+                for (_, results) in installs {
+                    precomputed.extend(results);
+                }
+            }
+            all = true;
+        }
         let mut groups = demand;
         for entry in inner.groups.iter() {
             if all || changed.iter().any(|(k, n)| entry.value().affected_by(k, n)) {
@@ -215,6 +297,11 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         metrics::counter!("pipeline_batches_total").increment(1);
         metrics::gauge!("pipeline_batch_groups").set(groups.len() as f64);
         let started = std::time::Instant::now();
+        for (group, result) in precomputed {
+            if groups.remove(&group) {
+                record(&inner, &group, Ok(result));
+            }
+        }
         futures::stream::iter(groups)
             .map(|g| compute(Arc::clone(&inner), g))
             .buffer_unordered(inner.options.parallelism.max(1))
@@ -233,7 +320,16 @@ async fn compute(inner: Arc<Inner>, group: String) {
     let chain = inner.chain.load_full();
     let inputs = Arc::clone(&inner.inputs);
     let result = tokio::task::spawn_blocking(move || chain.run(&node, inputs)).await;
-    let Some(mut record) = inner.groups.get_mut(&group) else {
+    record(&inner, &group, result);
+}
+
+/// Records one run of the chain for `group` and publishes its resources if it succeeded.
+fn record(
+    inner: &Inner,
+    group: &str,
+    result: Result<Result<ChainOutput, PluginRunError>, tokio::task::JoinError>,
+) {
+    let Some(mut record) = inner.groups.get_mut(group) else {
         return;
     };
     record.runs += 1;
@@ -243,7 +339,7 @@ async fn compute(inner: Arc<Inner>, group: String) {
             record.last_error = None;
             record.last_success = Some(SystemTime::now());
             drop(record);
-            if inner.cache.set(&group, out.resources) {
+            if inner.cache.set(group, out.resources) {
                 metrics::counter!("pipeline_publishes_total").increment(1);
             }
         }

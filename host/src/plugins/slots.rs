@@ -8,11 +8,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::chain::PluginChain;
+use super::chain::{ChainOutput, PluginChain, PluginRunError};
 use super::engine::PluginEngine;
 use super::limits::PluginLimits;
 use super::plugin::{Plugin, PluginStatsSnapshot};
 use crate::pipeline::Pipeline;
+
+/// What a successful canary computed: every group's result with the new chain, and the input
+/// generation they were computed at.
+struct Canary {
+    generation: u64,
+    results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
+}
 
 /// A version that was offered and refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,10 +219,11 @@ impl PluginSlots {
             Err(e) => return Err(self.refuse(name, hash, format!("load task failed: {e}"))),
         };
         let candidate = self.chain_with(name, &plugin);
-        if let Err(reason) = self.canary(name, &candidate).await {
-            return Err(self.refuse(name, hash, reason));
-        }
-        self.install(name, plugin, Some(file), candidate);
+        let canary = match self.canary(name, &candidate).await {
+            Ok(c) => c,
+            Err(reason) => return Err(self.refuse(name, hash, reason)),
+        };
+        self.install(name, plugin, Some(file), candidate, Some(canary));
         metrics::counter!("plugin_reloads_total", "plugin" => name.to_owned(), "result" => "swapped").increment(1);
         tracing::info!(plugin = name, version = %hash, "plugin reloaded");
         Ok(ReloadOutcome::Swapped { version: hash })
@@ -230,7 +238,7 @@ impl PluginSlots {
         })?;
         let chain = self.chain_with(name, &previous);
         let version = previous.hash().to_owned();
-        self.install(name, previous, None, chain);
+        self.install(name, previous, None, chain, None);
         tracing::info!(plugin = name, %version, "plugin rolled back");
         Ok(ReloadOutcome::Swapped { version })
     }
@@ -262,26 +270,64 @@ impl PluginSlots {
         PluginChain::new(slots.unwrap_or_default())
     }
 
-    /// Runs `candidate` for every current group; fails if the new plugin faults on any.
-    async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<(), String> {
-        let nodes = self.pipeline.nodes();
+    /// Runs `candidate` for every current group, spread over the pipeline's parallelism, and
+    /// fails if the new version breaks any group: the new plugin faults, or a group the current
+    /// chain serves fine fails with the new one (whichever plugin then refuses its output). A
+    /// group that already fails is not held against the new version unless the new plugin
+    /// itself faults on it. On success the results are kept, to be published as they are.
+    async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<Canary, String> {
+        // Read before the inputs: results stand only if no input changed after this point.
+        let generation = self.pipeline.input_generation();
+        let targets = self.pipeline.canary_targets();
         let inputs = self.pipeline.inputs();
-        let chain = candidate.clone();
-        let plugin = name.to_owned();
-        let run = tokio::task::spawn_blocking(move || {
-            for (group, node) in nodes {
-                if let Err(e) = chain.run(&node, Arc::clone(&inputs)) {
-                    if e.plugin == plugin {
-                        return Err(format!("canary on group {group}: {e}"));
+        let parallelism = self.pipeline.parallelism().max(1);
+        let chunk = targets.len().div_ceil(parallelism).max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for part in targets.chunks(chunk) {
+            let (part, chain, inputs) = (part.to_vec(), candidate.clone(), Arc::clone(&inputs));
+            let plugin = name.to_owned();
+            tasks.spawn_blocking(move || {
+                let mut results = Vec::with_capacity(part.len());
+                for t in part {
+                    let result = chain.run(&t.node, Arc::clone(&inputs));
+                    if let Err(e) = &result {
+                        if e.plugin == plugin {
+                            return Err(format!("canary on group {}: {e}", t.group));
+                        }
+                        if t.healthy {
+                            return Err(format!(
+                                "canary on group {}: with this version of {plugin}, {e} (the current version serves this group)",
+                                t.group
+                            ));
+                        }
                     }
+                    results.push((t.group, result));
                 }
+                Ok(results)
+            });
+        }
+        let mut results = Vec::with_capacity(targets.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(part)) => results.extend(part),
+                Ok(Err(reason)) => return Err(reason),
+                Err(e) => return Err(format!("canary task failed: {e}")),
             }
-            Ok(())
-        });
-        run.await.map_err(|e| format!("canary task failed: {e}"))?
+        }
+        Ok(Canary {
+            generation,
+            results,
+        })
     }
 
-    fn install(&self, name: &str, plugin: Arc<Plugin>, path: Option<PathBuf>, chain: PluginChain) {
+    fn install(
+        &self,
+        name: &str,
+        plugin: Arc<Plugin>,
+        path: Option<PathBuf>,
+        chain: PluginChain,
+        canary: Option<Canary>,
+    ) {
         if let Ok(mut slots) = self.slots.lock() {
             if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
                 let old = std::mem::replace(&mut slot.current, plugin);
@@ -293,7 +339,10 @@ impl PluginSlots {
                 }
             }
         }
-        self.pipeline.set_chain(chain);
+        match canary {
+            Some(c) => self.pipeline.install_chain(chain, c.generation, c.results),
+            None => self.pipeline.set_chain(chain),
+        }
     }
 
     fn refuse(&self, name: &str, hash: String, reason: String) -> ReloadError {

@@ -257,3 +257,74 @@ async fn no_bad_plugin_takes_a_connected_clients_config_away() {
     .await;
     assert!(ok.is_ok());
 }
+
+/// `install_chain` publishes a reload's precomputed results as they are when no input changed
+/// since they were computed, and recomputes with the installed chain when one did. The results
+/// come from another chain here, so the cache shows which path was taken.
+#[tokio::test]
+async fn precomputed_results_are_published_only_while_the_inputs_are_unchanged() {
+    let engine = engine();
+    let mesh = load(&engine, "mesh", serde_json::json!({}));
+    let tagger = load(&engine, "tagger_v2", serde_json::json!({}));
+    let installed = PluginChain::new(vec![Arc::clone(&mesh)]);
+    let other = PluginChain::new(vec![mesh, tagger]);
+    let inputs: Arc<dyn InputView> = Arc::new(crate::plugins_runtime::services());
+    let cache = Cache::new();
+    let pipeline = Pipeline::start(
+        cache.clone(),
+        installed.clone(),
+        Arc::clone(&inputs),
+        PipelineOptions::default(),
+    );
+    let node = node("precomputed");
+    let group = "g";
+    let mut batches = pipeline.batches();
+    let settle = |batches: &mut tokio::sync::watch::Receiver<u64>| {
+        let before = *batches.borrow_and_update();
+        let mut b = batches.clone();
+        async move {
+            tokio::time::timeout(WAIT, b.wait_for(|n| *n > before))
+                .await
+                .expect("a batch ran")
+                .unwrap();
+        }
+    };
+    let first = settle(&mut batches);
+    nebucloud_xds::xds::NodeObserver::node_connected(&pipeline, group, &node);
+    first.await;
+    let ours = installed.run(&node, Arc::clone(&inputs)).unwrap().resources;
+    let theirs = other.run(&node, Arc::clone(&inputs)).unwrap().resources;
+    assert_ne!(ours.version(), theirs.version());
+    assert_eq!(cache.get(group).unwrap().version(), ours.version());
+    let runs = || pipeline.group(group).map(|g| g.runs).unwrap_or(0);
+    let runs_before = runs();
+
+    // Fresh: published as given, with no run of the installed chain.
+    let generation = pipeline.input_generation();
+    let result = other.run(&node, Arc::clone(&inputs));
+    let done = settle(&mut batches);
+    pipeline.install_chain(installed.clone(), generation, vec![(group.into(), result)]);
+    done.await;
+    assert_eq!(cache.get(group).unwrap().version(), theirs.version());
+    assert_eq!(
+        runs(),
+        runs_before + 1,
+        "the precomputed run is counted, nothing else ran"
+    );
+
+    // Stale: an input change was announced after the results were computed.
+    let generation = pipeline.input_generation();
+    let result = other.run(&node, Arc::clone(&inputs));
+    pipeline.inputs_changed(Vec::new());
+    let done = settle(&mut batches);
+    pipeline.install_chain(installed.clone(), generation, vec![(group.into(), result)]);
+    done.await;
+    wait_until(WAIT, POLL, async || {
+        Ok(cache
+            .get(group)
+            .filter(|s| s.version() == ours.version())
+            .map(|_| ()))
+    })
+    .await
+    .expect("recomputed with the installed chain");
+}

@@ -322,6 +322,40 @@ async fn a_broken_version_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(mesh.slots.status()[1].version, before);
 }
 
+/// The new version runs cleanly, but its output makes a validator later in the chain refuse a
+/// group the current version serves: the canary blames the new version, names the validator's
+/// reason, and nothing changes for the connected client.
+#[tokio::test]
+async fn a_version_that_makes_a_later_validator_refuse_a_working_group_is_refused() {
+    let web = HttpBackend::start("web").await.unwrap();
+    let port = free_port();
+    let mesh = mesh_with_tagger(port, web.port(), 1).await;
+    let mut client = Sotw::open(&mesh.server, node("validated-1")).await;
+    client.request(type_url::ROUTE, &[], "", "").await;
+    let first = client.recv().await;
+    client.ack(&first, &[]).await;
+    let before = mesh.slots.status()[1].version.clone();
+
+    let err = mesh
+        .slots
+        .reload("tagger", Some(&plugin_wasm("bad_drop_clusters")))
+        .await
+        .unwrap_err();
+    let ReloadError::Refused { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        reason.contains("validated-1")
+            && reason.contains("cluster-guard")
+            && reason.contains("with this version of tagger"),
+        "{reason}"
+    );
+    let status = &mesh.slots.status()[1];
+    assert_eq!(status.version, before, "the old version keeps serving");
+    assert!(status.rejected.is_some());
+    client.expect_quiet().await;
+}
+
 #[tokio::test]
 async fn a_plugin_file_written_slowly_in_chunks_is_loaded_once_whole() {
     let mesh = mesh_with_tagger(free_port(), 1, 1).await;

@@ -28,6 +28,9 @@ pub enum Misbehaviour {
     OversizedOutput,
     /// `panic-on-canary`: panics when the node id contains `canary-fail`, else passes through.
     PanicOnCanary,
+    /// `drop-clusters`: removes every Cluster. Its own output is valid; a validator after it
+    /// (cluster-guard) then refuses the route tables that point at the missing clusters.
+    DropClusters,
 }
 
 /// What the `panic` build panics with.
@@ -52,6 +55,7 @@ pub const MISBEHAVIOUR: Misbehaviour = selected(&[
         cfg!(feature = "panic-on-canary"),
         Misbehaviour::PanicOnCanary,
     ),
+    (cfg!(feature = "drop-clusters"), Misbehaviour::DropClusters),
 ]);
 
 /// The misbehaviour whose feature is on; two features on fail the build (a const panic).
@@ -107,6 +111,7 @@ pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resour
                 panic!("misbehave: deliberate panic on canary node {node}");
             }
         }
+        Misbehaviour::DropClusters => resources.retain(|r| !r.is::<Cluster>()),
     }
     Ok(resources)
 }
