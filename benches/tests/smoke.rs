@@ -1,5 +1,6 @@
 //! Smoke runs of the benchmark tools, small enough for `cargo test`: the load generator with
-//! 200 nodes against every server over SotW and Delta, and `bench_plugin` on the mesh plugin.
+//! 200 nodes against every server over SotW and Delta, its plugin-reload mode, and
+//! `bench_plugin` on the mesh plugin.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -44,6 +45,81 @@ fn loadgen_configures_200_nodes_and_every_change_reaches_all_of_them() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("smoke.json")).unwrap()).unwrap();
     assert_eq!(json["runs"].as_array().map(Vec::len), Some(6));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn loadgen_times_plugin_file_changes_until_every_node_acked_them() {
+    let versions: Vec<_> = ["tagger_v1", "tagger_v2", "tagger_v3"]
+        .iter()
+        .map(|v| plugin_dir().join(format!("{v}.wasm")))
+        .collect();
+    for v in &versions {
+        assert!(
+            v.exists(),
+            "{} missing: run `make test-plugins`",
+            v.display()
+        );
+    }
+    let list = versions
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = std::env::temp_dir().join(format!("nx-loadgen-reload-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--nodes",
+            "200",
+            "--updates",
+            "3",
+            "--streams-per-conn",
+            "20",
+        ])
+        .args([
+            "--grouping",
+            "cluster,node",
+            "--protocols",
+            "sotw",
+            "--check",
+        ])
+        .args(["--reload", &list, "--reload-interval-ms", "20"])
+        .args([
+            "--reload-settle-ms",
+            "100",
+            "--timeout-s",
+            "60",
+            "--name",
+            "reload",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_bench-server"))
+        .status()
+        .expect("loadgen runs");
+    assert!(
+        status.success(),
+        "loadgen --reload --check failed: {status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reload.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 2, "one run per grouping, ours only");
+    for run in &runs {
+        assert_eq!(run["implementation"], "ours");
+        assert_eq!(run["reload"]["settle_ms"], 100);
+        let updates = run["updates"].as_array().cloned().unwrap_or_default();
+        assert_eq!(updates.len(), 3);
+        assert!(updates.iter().all(|u| u["acked"] == 200), "{run}");
+        // Nothing is loaded before the file has been unchanged for the settle window.
+        assert!(
+            run["update_all"]["p50_ms"].as_f64().unwrap_or(0.0) >= 100.0,
+            "{run}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("reload.md")).unwrap();
+    assert!(md.contains("file change → all ACKed"), "{md}");
     let _ = std::fs::remove_dir_all(out);
 }
 

@@ -1,7 +1,8 @@
 //! The load generator: `loadgen --nodes 10000` runs N simulated Envoys over ADS (SotW and
 //! Delta) against our server, the seed's server as published, and the seed with a push path,
 //! each in its own process; prints progress on stderr and writes JSON, Markdown and SVG plots
-//! under `target/bench-results/`.
+//! under `target/bench-results/`. With `--reload v1.wasm,v2.wasm,…` it times plugin file
+//! changes instead of input changes: file written → every node ACKed the new config.
 
 #![forbid(unsafe_code)]
 
@@ -9,11 +10,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nebucloud_xds::config::ReloadConfig;
 use nx_bench::fixtures::{plugin_dir, results_dir};
 use nx_bench::loadgen::client::Protocol;
-use nx_bench::loadgen::{run, server::default_server_bin, Scenario};
+use nx_bench::loadgen::{run, server::default_server_bin, Change, Scenario};
 use nx_bench::report::{self, Context};
-use nx_bench::servers::Impl;
+use nx_bench::servers::{Grouping, Impl};
 use nx_bench::stats::{cpu_seconds, raise_fd_limit};
 
 #[derive(Parser)]
@@ -60,6 +62,22 @@ struct Cli {
     /// The bench-server binary (default: beside this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// How our server groups nodes (with the plugin); several values run each scenario once
+    /// per value.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["cluster"])]
+    grouping: Vec<Grouping>,
+    /// Time plugin reloads instead of input changes: our server runs the mesh plugin followed
+    /// by a policy plugin whose file it watches; each change copies the next of these files
+    /// over it (the first is loaded at start). Only our server has plugins: the seed is not run.
+    #[arg(long, value_delimiter = ',')]
+    reload: Vec<PathBuf>,
+    /// With --reload: how often the server checks plugin files, in ms (the serving default).
+    #[arg(long, default_value_t = ReloadConfig::default().interval_ms)]
+    reload_interval_ms: u64,
+    /// With --reload: how long a changed plugin file must stay unchanged before it is loaded,
+    /// in ms (the serving default).
+    #[arg(long, default_value_t = ReloadConfig::default().settle_ms)]
+    reload_settle_ms: u64,
     /// Fail unless every node was configured and every change reached every node of the
     /// servers that push (the smoke test).
     #[arg(long)]
@@ -103,32 +121,64 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
         Some(p)
     };
     let server_bin = cli.server_bin.clone().unwrap_or_else(default_server_bin);
+    let change = if cli.reload.is_empty() {
+        Change::Inputs
+    } else {
+        anyhow::ensure!(
+            plugin.is_some() && cli.reload.len() >= 2,
+            "--reload needs the mesh plugin (no --static-resources) and two policy files or more"
+        );
+        for f in &cli.reload {
+            anyhow::ensure!(
+                f.exists(),
+                "{} is missing (run `make test-plugins`)",
+                f.display()
+            );
+        }
+        Change::PluginFile {
+            versions: cli.reload.clone(),
+            interval_ms: cli.reload_interval_ms,
+            settle_ms: cli.reload_settle_ms,
+        }
+    };
+    let implementations: Vec<Impl> = match change {
+        Change::Inputs => cli.implementations.clone(),
+        Change::PluginFile { .. } => vec![Impl::Ours],
+    };
+    // Grouping is ours with a plugin only: other servers run once.
+    let groupings = |implementation: Impl| match (implementation, &plugin) {
+        (Impl::Ours, Some(_)) => cli.grouping.clone(),
+        _ => vec![Grouping::Cluster],
+    };
     let mut results = Vec::new();
     for &spc in &cli.streams_per_conn {
         for &protocol in &cli.protocols {
-            for &implementation in &cli.implementations {
-                // The seed as published never pushes: one change, briefly, shows it.
-                let (updates, update_timeout) = match implementation {
-                    Impl::Seed => (cli.updates.min(1), Duration::from_secs(3)),
-                    _ => (cli.updates, Duration::from_secs(cli.timeout_s)),
-                };
-                let scenario = Scenario {
-                    implementation,
-                    protocol,
-                    nodes: cli.nodes,
-                    streams_per_conn: spc.max(1),
-                    updates,
-                    services: cli.services,
-                    plugin: plugin.clone(),
-                    debounce_ms: cli.debounce_ms,
-                    timeout: Duration::from_secs(cli.timeout_s),
-                    update_timeout,
-                };
-                let r = run(&scenario, &server_bin).await.map_err(|e| {
-                    anyhow::anyhow!("{} {protocol:?}: {e:#}", implementation.name())
-                })?;
-                eprintln!(
-                    "[{} {:?} {}] initial {:.0} ms, change p99 {:.1} ms, {:.1} KB/node",
+            for implementation in implementations.iter().copied() {
+                for grouping in groupings(implementation) {
+                    // The seed as published never pushes: one change, briefly, shows it.
+                    let (updates, update_timeout) = match implementation {
+                        Impl::Seed => (cli.updates.min(1), Duration::from_secs(3)),
+                        _ => (cli.updates, Duration::from_secs(cli.timeout_s)),
+                    };
+                    let scenario = Scenario {
+                        implementation,
+                        protocol,
+                        nodes: cli.nodes,
+                        streams_per_conn: spc.max(1),
+                        updates,
+                        services: cli.services,
+                        plugin: plugin.clone(),
+                        debounce_ms: cli.debounce_ms,
+                        timeout: Duration::from_secs(cli.timeout_s),
+                        update_timeout,
+                        grouping,
+                        change: change.clone(),
+                    };
+                    let r = run(&scenario, &server_bin).await.map_err(|e| {
+                        anyhow::anyhow!("{} {protocol:?}: {e:#}", implementation.name())
+                    })?;
+                    eprintln!(
+                    "[{} {:?} {} {grouping:?}] initial {:.0} ms, change p99 {:.1} ms, {:.1} KB/node",
                     implementation.name(),
                     protocol,
                     cli.nodes,
@@ -136,7 +186,8 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
                     r.update_all.p99_ms,
                     r.bytes_per_node / 1024.0
                 );
-                results.push(r);
+                    results.push(r);
+                }
             }
         }
     }

@@ -14,9 +14,11 @@ use futures::StreamExt;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::servers::Impl;
+use anyhow::Context as _;
+
+use crate::servers::{Grouping, Impl};
 use crate::stats::Summary;
-use client::{NodeProgress, Protocol};
+use client::{Marker, NodeProgress, Protocol};
 use server::ServerProcess;
 
 /// One run: one server, one protocol, N nodes.
@@ -43,6 +45,47 @@ pub struct Scenario {
     pub timeout: Duration,
     /// ... and for one change to reach all nodes.
     pub update_timeout: Duration,
+    /// Ours with a plugin: how nodes are grouped.
+    pub grouping: Grouping,
+    /// What each timed change is.
+    pub change: Change,
+}
+
+/// What a timed change is.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The server's inputs change: the first service's endpoint moves.
+    Inputs,
+    /// A plugin file is replaced. Ours runs the mesh plugin followed by a policy plugin loaded
+    /// from a file it watches; change `k` copies `versions[k % len]` over that file, and a node
+    /// has it once it ACKed the new route table (the policy stamps its version there).
+    PluginFile {
+        /// The policy's versions; the first is loaded at start. Each must change the route
+        /// table differently from the one before it.
+        versions: Vec<PathBuf>,
+        /// The server's plugin file check interval, in ms.
+        interval_ms: u64,
+        /// ... and how long a changed file must stay unchanged before it is loaded, in ms.
+        settle_ms: u64,
+    },
+}
+
+impl Change {
+    fn marker(&self) -> Marker {
+        match self {
+            Change::Inputs => Marker::INPUTS,
+            Change::PluginFile { .. } => Marker::ROUTES,
+        }
+    }
+}
+
+/// How a plugin file change was watched for (reload runs).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReloadWatch {
+    /// The server's file check interval, in ms.
+    pub interval_ms: u64,
+    /// The settle window, in ms: part of every measured latency by design.
+    pub settle_ms: u64,
 }
 
 /// Timings of the initial configuration.
@@ -84,6 +127,10 @@ pub struct RunResult {
     pub streams_per_conn: usize,
     /// What the server did on a change (a description for the results).
     pub update_path: String,
+    /// How nodes were grouped (ours with a plugin).
+    pub grouping: Grouping,
+    /// Reload runs: how the plugin file was watched; `None` for input changes.
+    pub reload: Option<ReloadWatch>,
     /// Initial configuration.
     pub initial: Initial,
     /// Server resident memory with its resources loaded and no client, in bytes.
@@ -125,7 +172,37 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     ];
     if let (Impl::Ours, Some(p)) = (s.implementation, &s.plugin) {
         args.extend(["--plugin".to_owned(), p.display().to_string()]);
+        args.extend(["--grouping".to_owned(), grouping_arg(s.grouping).to_owned()]);
     }
+    // Reload runs: the policy plugin's file, which the server watches and this run replaces.
+    let watched = match &s.change {
+        Change::Inputs => None,
+        Change::PluginFile {
+            versions,
+            interval_ms,
+            settle_ms,
+        } => {
+            anyhow::ensure!(
+                s.implementation == Impl::Ours && s.plugin.is_some() && versions.len() >= 2,
+                "a reload run needs our server with a plugin and two policy versions or more"
+            );
+            let dir = std::env::temp_dir().join(format!("nx-loadgen-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let file = dir.join("policy.wasm");
+            std::fs::copy(&versions[0], &file)
+                .with_context(|| format!("{}", versions[0].display()))?;
+            args.extend([
+                "--policy".to_owned(),
+                file.display().to_string(),
+                "--reload-interval-ms".to_owned(),
+                interval_ms.to_string(),
+                "--reload-settle-ms".to_owned(),
+                settle_ms.to_string(),
+            ]);
+            Some((file, versions))
+        }
+    };
+    let marker = s.change.marker();
     let mut server = ServerProcess::spawn(server_bin, &args).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = server.rss();
@@ -141,7 +218,7 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
         let channel = channels[i / s.streams_per_conn.max(1)].clone();
         let (progress, protocol) = (Arc::clone(&progress), s.protocol);
         tasks.spawn(async move {
-            let _ = client::run_node(channel, i, protocol, epoch, &progress[i]).await;
+            let _ = client::run_node(channel, i, protocol, marker, epoch, &progress[i]).await;
         });
     }
     wait(&label, "configured", s.timeout, &progress, |p| {
@@ -178,8 +255,18 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
         let cpu_before = server.cpu();
         let own_before = own_cpu();
         let t0 = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        server.send(&format!("update {k}")).await?;
-        server.updated().await?;
+        match &watched {
+            None => {
+                server.send(&format!("update {k}")).await?;
+                server.updated().await?;
+            }
+            // Written in place, as `cp` does: the server's settle window must see it whole.
+            Some((file, versions)) => {
+                let version = &versions[k as usize % versions.len()];
+                std::fs::copy(version, file)
+                    .with_context(|| format!("{} -> {}", version.display(), file.display()))?;
+            }
+        }
         let want = k + 1;
         wait(
             &label,
@@ -214,12 +301,29 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     tasks.abort_all();
     drop(channels);
+    if let Some((file, _)) = &watched {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     Ok(RunResult {
         implementation: s.implementation,
         protocol: s.protocol,
         nodes: s.nodes,
         streams_per_conn: s.streams_per_conn,
         update_path: update_path(s).to_owned(),
+        grouping: s.grouping,
+        reload: match s.change {
+            Change::Inputs => None,
+            Change::PluginFile {
+                interval_ms,
+                settle_ms,
+                ..
+            } => Some(ReloadWatch {
+                interval_ms,
+                settle_ms,
+            }),
+        },
         initial,
         rss_idle,
         rss_connected,
@@ -234,7 +338,17 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     })
 }
 
+fn grouping_arg(g: Grouping) -> &'static str {
+    match g {
+        Grouping::Cluster => "cluster",
+        Grouping::Node => "node",
+    }
+}
+
 fn update_path(s: &Scenario) -> &'static str {
+    if let Change::PluginFile { .. } = s.change {
+        return "policy.wasm rewritten -> file watch (settle) -> compile -> contract check -> canary over every group -> swap -> recompute every group -> push";
+    }
     match (s.implementation, &s.plugin) {
         (Impl::Ours, Some(_)) => "input store -> pipeline -> mesh.wasm -> cache -> push",
         (Impl::Ours, None) => "Cache::set -> push",

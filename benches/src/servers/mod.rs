@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nebucloud_xds::config::ReloadConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Which implementation serves.
@@ -56,6 +57,31 @@ pub struct ServerArgs {
     /// Ours with a plugin: the pipeline's debounce window, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub debounce_ms: u64,
+    /// Ours with a plugin: how nodes share computations.
+    #[arg(long, value_enum, default_value_t = Grouping::Cluster)]
+    pub grouping: Grouping,
+    /// Ours with a plugin: a second plugin after it in the chain, loaded from this file and
+    /// reloaded whenever the file changes, as `serve` does (the reload benchmark).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// How often plugin files are checked, in ms (the serving default).
+    #[arg(long, default_value_t = ReloadConfig::default().interval_ms)]
+    pub reload_interval_ms: u64,
+    /// How long a changed plugin file must stay unchanged before it is loaded, in ms (the
+    /// serving default).
+    #[arg(long, default_value_t = ReloadConfig::default().settle_ms)]
+    pub reload_settle_ms: u64,
+}
+
+/// How our server groups nodes: one computation per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grouping {
+    /// By `node.cluster`: every simulated node is a replica of one service, one group.
+    Cluster,
+    /// By node identity (the serving default): every simulated node is its own group, so a
+    /// change runs the plugin chain once per node.
+    Node,
 }
 
 /// One input change, applied by each implementation its own way.

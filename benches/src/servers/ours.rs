@@ -1,7 +1,9 @@
 //! Our server under load: with a plugin, the whole data path (input store → pipeline → mesh
-//! plugin in wasm → cache → streams); without one, static resources set on the cache.
+//! plugin in wasm → cache → streams), optionally followed by a policy plugin that is reloaded
+//! when its file changes; without one, static resources set on the cache.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,12 +11,13 @@ use anyhow::Context;
 use nebucloud_xds::inputs::InputStore;
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
 use nebucloud_xds::plugins::{
-    Document, EngineOptions, InputView, Plugin, PluginChain, PluginEngine, PluginLimits,
+    watch_plugin_files, Document, EngineOptions, InputView, Plugin, PluginChain, PluginEngine,
+    PluginLimits, PluginSlots, SlotSpec,
 };
-use nebucloud_xds::xds::{ByCluster, NodeObserver};
+use nebucloud_xds::xds::{ByCluster, ByIdentity, NodeObserver};
 use nebucloud_xds::{Cache, XdsServer};
 
-use super::{ServerArgs, Updater};
+use super::{Grouping, ServerArgs, Updater};
 use crate::fixtures::{envoy_node, mesh_set, service_json, services, CLUSTER};
 
 /// Applies input changes to our server.
@@ -59,28 +62,26 @@ fn documents(n: usize, revision: u32) -> Vec<Document> {
         .collect()
 }
 
-/// Starts our server on a free loopback port. Every node is in one group (its cluster), as
-/// the replicas of one service are: one computation, one copy of the resources.
+/// Starts our server on a free loopback port. Grouped by cluster, every node is in one group,
+/// as the replicas of one service are: one computation, one copy of the resources; grouped by
+/// identity, every node is computed on its own.
 pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, OursUpdater)> {
     let cache = Cache::new();
     let (builder, updater) = match &args.plugin {
         Some(path) => {
-            let wasm = std::fs::read(path).with_context(|| path.display().to_string())?;
             let engine = PluginEngine::new(EngineOptions::default())
                 .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            let plugin = Plugin::load(
-                &engine,
-                "mesh",
-                &wasm,
-                &serde_json::json!({}),
-                PluginLimits::default(),
-            )?;
+            let mut specs = vec![slot_spec(&engine, "mesh", path)?];
+            if let Some(policy) = &args.policy {
+                specs.push(slot_spec(&engine, "policy", policy)?);
+            }
+            let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
             let store = Arc::new(InputStore::new());
             store.replace_source("bench", documents(args.services, 0));
             let debounce = Duration::from_millis(args.debounce_ms);
             let pipeline = Pipeline::start(
                 cache.clone(),
-                PluginChain::new(vec![Arc::new(plugin)]),
+                chain,
                 Arc::clone(&store) as Arc<dyn InputView>,
                 PipelineOptions {
                     debounce,
@@ -88,12 +89,24 @@ pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, Ours
                     ..PipelineOptions::default()
                 },
             );
-            // Computed before any client comes, so that the memory baseline includes it.
-            pipeline.node_connected(CLUSTER, &envoy_node(0));
-            wait_for_group(&cache).await?;
-            let builder = XdsServer::builder(cache.clone())
-                .grouping(ByCluster)
-                .observer(pipeline.clone());
+            if args.policy.is_some() {
+                let slots = PluginSlots::new(engine, pipeline.clone(), specs);
+                tokio::spawn(watch_plugin_files(
+                    slots,
+                    Duration::from_millis(args.reload_interval_ms),
+                    Duration::from_millis(args.reload_settle_ms),
+                ));
+            }
+            let builder = match args.grouping {
+                Grouping::Cluster => {
+                    // Computed before any client comes, so that the memory baseline includes it.
+                    pipeline.node_connected(CLUSTER, &envoy_node(0));
+                    wait_for_group(&cache).await?;
+                    XdsServer::builder(cache.clone()).grouping(ByCluster)
+                }
+                Grouping::Node => XdsServer::builder(cache.clone()).grouping(ByIdentity),
+            }
+            .observer(pipeline.clone());
             let updater = OursUpdater::Pipeline {
                 store,
                 pipeline,
@@ -102,6 +115,10 @@ pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, Ours
             (builder, updater)
         }
         None => {
+            anyhow::ensure!(
+                args.grouping == Grouping::Cluster && args.policy.is_none(),
+                "static resources are one shared set: --grouping node and --policy need --plugin"
+            );
             cache.set_shared(CLUSTER, mesh_set(args.services, 0)?);
             let builder = XdsServer::builder(cache.clone()).grouping(ByCluster);
             let updater = OursUpdater::Static {
@@ -123,6 +140,20 @@ pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, Ours
         }
     });
     Ok((addr, updater))
+}
+
+/// Loads the plugin `name` from `path` with an empty config and the default limits.
+fn slot_spec(engine: &PluginEngine, name: &str, path: &Path) -> anyhow::Result<SlotSpec> {
+    let wasm = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let config = serde_json::json!({});
+    let plugin = Plugin::load(engine, name, &wasm, &config, PluginLimits::default())?;
+    Ok(SlotSpec {
+        name: name.to_owned(),
+        path: path.to_path_buf(),
+        config,
+        limits: PluginLimits::default(),
+        plugin: Arc::new(plugin),
+    })
 }
 
 async fn wait_for_group(cache: &Cache) -> anyhow::Result<()> {
