@@ -346,6 +346,7 @@ async fn a_version_that_makes_a_later_validator_refuse_a_working_group_is_refuse
     };
     assert!(
         reason.contains("validated-1")
+            && reason.contains("returned an error: routes point at clusters that do not exist")
             && reason.contains("cluster-guard")
             && reason.contains("with this version of tagger"),
         "{reason}"
