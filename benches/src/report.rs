@@ -53,6 +53,16 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// "p50 / p99 / max" of every change's per-node latency, or "never delivered".
+fn change_cell(r: &RunResult) -> String {
+    let u = &r.update_all;
+    if u.count == 0 {
+        "never delivered".to_owned()
+    } else {
+        format!("{:.1} / {:.1} / {:.1}", u.p50_ms, u.p99_ms, u.max_ms)
+    }
+}
+
 /// The server's name in results: ours grouped by node says so.
 fn server_label(r: &RunResult) -> String {
     match (r.implementation, r.grouping) {
@@ -87,14 +97,7 @@ pub fn markdown(runs: &[RunResult], ctx: &Context) -> String {
             r.initial.all_configured_ms,
             r.initial.per_node.p50_ms,
             r.initial.per_node.p99_ms,
-            if r.update_all.count == 0 {
-                "never delivered".to_owned()
-            } else {
-                format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    r.update_all.p50_ms, r.update_all.p99_ms, r.update_all.max_ms
-                )
-            },
+            change_cell(r),
             if r.updates.is_empty() { "-".to_owned() } else { format!("{acked}/{}", r.nodes) },
             r.bytes_per_node / 1024.0,
             r.server_cpu_connect_s,
@@ -190,14 +193,7 @@ fn reload_markdown(runs: &[RunResult], ctx: &Context) -> String {
             watch.interval_ms,
             watch.settle_ms,
             r.updates.len(),
-            if r.update_all.count == 0 {
-                "never delivered".to_owned()
-            } else {
-                format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    r.update_all.p50_ms, r.update_all.p99_ms, r.update_all.max_ms
-                )
-            },
+            change_cell(r),
             r.nodes,
         );
     }

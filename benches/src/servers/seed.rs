@@ -115,38 +115,30 @@ impl AggregatedDiscoveryService for PushAds {
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut ctx = StreamContext::new();
-            let mut node: Option<NodeHash> = None;
-            let mut watch = None;
+            let mut node = StreamNode::new();
             // Per type: the names asked for and the version last sent.
             let mut subscribed: HashMap<String, (Vec<String>, String)> = HashMap::new();
             loop {
                 let replies = tokio::select! {
                     req = incoming.next() => {
                         let Some(Ok(req)) = req else { break };
-                        if node.is_none() {
-                            if let Some(n) = &req.node {
-                                let hash = NodeHash::from_id(&n.id);
-                                ctx.set_node(n.id.clone(), hash);
-                                watch = Some(this.state.cache.create_watch(hash));
-                                node = Some(hash);
-                            }
-                        }
-                        let Some(hash) = node else { continue };
+                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this.state) else {
+                            continue;
+                        };
                         let entry = subscribed.entry(req.type_url.clone()).or_default();
                         entry.0.clone_from(&req.resource_names);
                         let error = req.error_detail.as_ref().map(|e| e.message.as_str());
                         vec![this.sotw.process_sotw_request(
-                            &ctx, &req.type_url, &req.version_info, &req.resource_names, hash,
+                            &node.ctx, &req.type_url, &req.version_info, &req.resource_names, hash,
                             &req.response_nonce, error,
                         )]
                     }
-                    Some(_) = next_snapshot(&mut watch) => {
-                        let Some(hash) = node else { continue };
+                    Some(_) = next_snapshot(&mut node.watch) => {
+                        let Some(hash) = node.hash else { continue };
                         subscribed
                             .iter()
                             .map(|(t, (names, sent))| {
-                                this.sotw.process_sotw_request(&ctx, t, sent, names, hash, "", None)
+                                this.sotw.process_sotw_request(&node.ctx, t, sent, names, hash, "", None)
                             })
                             .collect()
                     }
@@ -181,37 +173,29 @@ impl AggregatedDiscoveryService for PushAds {
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut ctx = StreamContext::new();
-            let mut node: Option<NodeHash> = None;
-            let mut watch = None;
+            let mut node = StreamNode::new();
             // Per type: the seed's own record of what this client has.
             let mut states = HashMap::new();
             loop {
                 let replies = tokio::select! {
                     req = incoming.next() => {
                         let Some(Ok(req)) = req else { break };
-                        if node.is_none() {
-                            if let Some(n) = &req.node {
-                                let hash = NodeHash::from_id(&n.id);
-                                ctx.set_node(n.id.clone(), hash);
-                                watch = Some(this.state.cache.create_watch(hash));
-                                node = Some(hash);
-                            }
-                        }
-                        let Some(hash) = node else { continue };
+                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this.state) else {
+                            continue;
+                        };
                         let state = states.entry(req.type_url.clone()).or_default();
                         vec![this.state.delta.process_request(
-                            &ctx, TypeUrl::new(req.type_url.clone()), state,
+                            &node.ctx, TypeUrl::new(req.type_url.clone()), state,
                             req.resource_names_subscribe, req.resource_names_unsubscribe, hash,
                         )]
                     }
-                    Some(_) = next_snapshot(&mut watch) => {
-                        let Some(hash) = node else { continue };
+                    Some(_) = next_snapshot(&mut node.watch) => {
+                        let Some(hash) = node.hash else { continue };
                         states
                             .iter_mut()
                             .map(|(t, state)| {
                                 this.state.delta.process_request(
-                                    &ctx, TypeUrl::new(t.clone()), state, vec![], vec![], hash,
+                                    &node.ctx, TypeUrl::new(t.clone()), state, vec![], vec![], hash,
                                 )
                             })
                             .collect()
@@ -260,6 +244,36 @@ impl AggregatedDiscoveryService for PushAds {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream's node, learnt from the first request that names one, and the seed cache's watch
+/// for it.
+struct StreamNode {
+    ctx: StreamContext,
+    hash: Option<NodeHash>,
+    watch: Option<crate::seed::cache::Watch>,
+}
+
+impl StreamNode {
+    fn new() -> Self {
+        StreamNode {
+            ctx: StreamContext::new(),
+            hash: None,
+            watch: None,
+        }
+    }
+
+    /// The node's hash once known; the first request naming a node (`id`) makes it known and
+    /// opens its watch.
+    fn learn(&mut self, id: Option<&str>, state: &ServiceState) -> Option<NodeHash> {
+        if let (None, Some(id)) = (self.hash, id) {
+            let hash = NodeHash::from_id(id);
+            self.ctx.set_node(id.to_owned(), hash);
+            self.watch = Some(state.cache.create_watch(hash));
+            self.hash = Some(hash);
+        }
+        self.hash
     }
 }
 

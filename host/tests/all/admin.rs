@@ -99,11 +99,7 @@ async fn metrics_and_debug_nodes_follow_a_real_envoys_acks_and_nacks_and_sigterm
         .await
         .unwrap();
     let body = wait_until(WAIT, POLL, async || {
-        Ok(Envoy::http_get(listener, "/web/", "example.com")
-            .await
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|r| r.body))
+        Envoy::ok_body(listener, "/web/").await.map(Some)
     })
     .await;
     assert_eq!(

@@ -62,15 +62,10 @@ fn port_of(store: &InputStore, name: &str) -> Option<u64> {
     json["endpoints"][0]["port"].as_u64()
 }
 
-async fn body(port: u16) -> anyhow::Result<Option<String>> {
-    let r = Envoy::http_get(port, "/web/x", "example.com").await?;
-    Ok((r.status == 200).then_some(r.body))
-}
-
 async fn envoy_reaches(port: u16, envoy: &Envoy, tag: &str) -> Duration {
     let started = Instant::now();
     let got = wait_until(WAIT, POLL, async || {
-        Ok(body(port).await?.filter(|b| b == tag))
+        Ok(Some(Envoy::ok_body(port, "/web/x").await?).filter(|b| b == tag))
     })
     .await;
     got.unwrap_or_else(|e| panic!("Envoy never reached {tag}: {e}\n{}", envoy.log_tail()));
@@ -148,8 +143,8 @@ async fn etcd_restart_loses_nothing_and_the_host_recovers() {
             "the store keeps the last documents"
         );
         assert_eq!(
-            body(listener).await.unwrap().as_deref(),
-            Some("web-1"),
+            Envoy::ok_body(listener, "/web/x").await.unwrap(),
+            "web-1",
             "Envoy keeps working"
         );
     }

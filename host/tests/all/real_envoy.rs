@@ -68,14 +68,6 @@ pub(crate) fn http_mesh(
     ResourceSet::new(resources).unwrap()
 }
 
-async fn get_body(port: u16, path: &str) -> anyhow::Result<Option<String>> {
-    match Envoy::http_get(port, path, "example.com").await {
-        Ok(r) if r.status == 200 => Ok(Some(r.body)),
-        Ok(r) => anyhow::bail!("status {}: {}", r.status, r.body),
-        Err(e) => Err(e),
-    }
-}
-
 /// The `version_info` Envoy reports for a dynamic listener in its config dump.
 fn listener_version(dump: &Value, name: &str) -> Option<String> {
     dump["configs"].as_array()?.iter().find_map(|c| {
@@ -101,7 +93,10 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
     );
     let envoy = Envoy::start(server.addr.port(), &node, mode).await.unwrap();
 
-    let body = wait_until(WAIT, POLL, async || get_body(port, "/").await).await;
+    let body = wait_until(WAIT, POLL, async || {
+        Envoy::ok_body(port, "/").await.map(Some)
+    })
+    .await;
     assert_eq!(
         body.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
         "b1"
@@ -139,7 +134,7 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
         ),
     );
     let body = wait_until(WAIT, POLL, async || {
-        Ok(get_body(port, "/").await?.filter(|b| b == "b2"))
+        Ok(Some(Envoy::ok_body(port, "/").await?).filter(|b| b == "b2"))
     })
     .await;
     assert_eq!(
@@ -147,7 +142,7 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
         "b2"
     );
     let v2 = wait_until(WAIT, POLL, async || {
-        Ok(get_body(port, "/v2/x").await?.filter(|b| b == "b1"))
+        Ok(Some(Envoy::ok_body(port, "/v2/x").await?).filter(|b| b == "b1"))
     })
     .await;
     assert_eq!(

@@ -12,8 +12,16 @@ use crate::support::wait_until;
 
 /// What a gRPC client needs for `xds:///greeter`: LDS → RDS → CDS → EDS.
 pub(crate) fn greeter(backend_port: u16) -> ResourceSet {
-    ResourceSet::new([
+    greeter_with_listener(
+        backend_port,
         Resource::from_message("greeter", &grpc_api_listener("greeter", "greeter-route")),
+    )
+}
+
+/// The same with another `greeter` listener (e.g. one a client must reject).
+pub(crate) fn greeter_with_listener(backend_port: u16, listener: Resource) -> ResourceSet {
+    ResourceSet::new([
+        listener,
         Resource::from_message(
             "greeter-route",
             &route_to_cluster("greeter-route", "greeter"),

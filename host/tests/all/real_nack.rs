@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use nebucloud_xds::xds::{DeliveryState, TypeStatus};
 use nebucloud_xds::{Resource, ResourceSet};
-use nebucloud_xds_guest::build::{
-    api_listener, route_to_cluster, ConnectionManager, EdsCluster, LoadAssignment, RouteSource,
-};
+use nebucloud_xds_guest::build::{api_listener, ConnectionManager, EdsCluster, RouteSource};
 use nebucloud_xds_guest::proto::google::protobuf::Duration as PbDuration;
 use nebucloud_xds_proto::type_url;
 
 use crate::real_envoy::http_mesh;
+use crate::real_grpc::{greeter, greeter_with_listener};
 use crate::scripted::TestServer;
 use crate::support::backend::HttpBackend;
 use crate::support::clients::{who, ClientKind, GrpcBackend, GrpcClient};
@@ -127,22 +126,7 @@ async fn grpc_c_core_nack_is_recorded_and_nothing_is_resent_until_the_config_cha
     let server = TestServer::start().await;
     let backend = GrpcBackend::start_tagged("g1").await.unwrap();
     let node = "ccore-nack";
-    let rest = [
-        Resource::from_message(
-            "greeter-route",
-            &route_to_cluster("greeter-route", "greeter"),
-        ),
-        Resource::from_message("greeter", &EdsCluster::new("greeter").build()),
-        Resource::from_message(
-            "greeter",
-            &LoadAssignment::new("greeter")
-                .endpoint("127.0.0.1", backend.port())
-                .build(),
-        ),
-    ];
-    let with = |listener: Resource| {
-        ResourceSet::new(std::iter::once(listener).chain(rest.iter().cloned())).unwrap()
-    };
+    let with = |listener: Resource| greeter_with_listener(backend.port(), listener);
     server
         .cache
         .set(node, with(grpc_listener_without_filters()));
@@ -170,13 +154,7 @@ async fn grpc_c_core_nack_is_recorded_and_nothing_is_resent_until_the_config_cha
         "the rejected listener must not be re-sent"
     );
 
-    server.cache.set(
-        node,
-        with(Resource::from_message(
-            "greeter",
-            &nebucloud_xds_guest::build::grpc_api_listener("greeter", "greeter-route"),
-        )),
-    );
+    server.cache.set(node, greeter(backend.port()));
     let result = run.await.unwrap().unwrap();
     assert_eq!(who(&result), Some("g1"));
 }

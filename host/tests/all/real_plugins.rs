@@ -61,11 +61,6 @@ pub(crate) async fn mesh_server(
     (server, pipeline)
 }
 
-async fn body(port: u16, path: &str) -> anyhow::Result<Option<String>> {
-    let r = Envoy::http_get(port, path, "example.com").await?;
-    Ok((r.status == 200).then_some(r.body))
-}
-
 #[tokio::test]
 async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last_good_config() {
     let web1 = HttpBackend::start("web-1").await.unwrap();
@@ -86,7 +81,10 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
     let envoy = Envoy::start(server.addr.port(), "envoy-mesh", XdsMode::SotwAds)
         .await
         .unwrap();
-    let got = wait_until(WAIT, POLL, async || body(port, "/web/x").await).await;
+    let got = wait_until(WAIT, POLL, async || {
+        Envoy::ok_body(port, "/web/x").await.map(Some)
+    })
+    .await;
     assert_eq!(
         got.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
         "web-1"
@@ -123,7 +121,7 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
     );
     pipeline.inputs_changed(changed);
     let got = wait_until(WAIT, POLL, async || {
-        Ok(body(port, "/web/x").await?.filter(|b| b == "web-2"))
+        Ok(Some(Envoy::ok_body(port, "/web/x").await?).filter(|b| b == "web-2"))
     })
     .await;
     assert!(
@@ -173,8 +171,8 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
         "a failed run must publish nothing"
     );
     assert_eq!(
-        body(port, "/web/x").await.unwrap().as_deref(),
-        Some("web-2"),
+        Envoy::ok_body(port, "/web/x").await.unwrap(),
+        "web-2",
         "Envoy keeps serving its last good config"
     );
 }

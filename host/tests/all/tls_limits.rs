@@ -140,13 +140,7 @@ async fn envoy_connects_over_mtls_and_clients_without_a_valid_certificate_are_re
     let body = wait_until(
         Duration::from_secs(20),
         Duration::from_millis(100),
-        async || {
-            Ok(Envoy::http_get(port, "/", "example.com")
-                .await
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|r| r.body))
-        },
+        async || Envoy::ok_body(port, "/").await.map(Some),
     )
     .await;
     assert_eq!(

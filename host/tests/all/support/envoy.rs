@@ -359,6 +359,15 @@ impl Envoy {
     ) -> anyhow::Result<HttpResponse> {
         http_get(port, path, host).await
     }
+
+    /// The body of `GET path` (`Host: example.com`) through a listener on 127.0.0.1:`port`
+    /// when it answers 200; any other answer is an error naming its status and body (which
+    /// `wait_until` reports if it never turns 200).
+    pub(crate) async fn ok_body(port: u16, path: &str) -> anyhow::Result<String> {
+        let r = http_get(port, path, "example.com").await?;
+        anyhow::ensure!(r.status == 200, "status {}: {}", r.status, r.body);
+        Ok(r.body)
+    }
 }
 
 /// Entries of `section` (e.g. `dynamic_listeners`) across the config dump's `configs`.
