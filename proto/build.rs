@@ -44,6 +44,8 @@ fn grpc(fds: prost_types::FileDescriptorSet, config: prost_build::Config) -> io:
         .build_client(true)
         .build_transport(true)
         .compile_well_known_types(true)
+        // prost's codec with small per-stream buffers: see `src/codec.rs`.
+        .codec_path("crate::codec::XdsCodec")
         .compile_fds_with_config(fds, config)
 }
 

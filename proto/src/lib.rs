@@ -24,6 +24,9 @@ mod generated {
 
 pub use generated::*;
 
+#[cfg(feature = "grpc")]
+pub mod codec;
+
 /// The protobuf and gRPC runtime the generated types are built on, re-exported so that users
 /// need not pin matching versions themselves.
 pub use prost;
