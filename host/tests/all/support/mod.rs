@@ -10,6 +10,7 @@ pub(crate) mod http;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -69,13 +70,27 @@ fn installed(path: PathBuf) -> PathBuf {
     path
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before the
-/// caller binds it; prefer binding port 0 where the thing under test can report its port.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a process that must be told its
+/// port (Envoy's listeners, the server binary). Prefer binding port 0 where the thing under
+/// test can report its port.
+///
+/// Ports come from below the kernel's ephemeral range (32768–60999 here), each handed out once
+/// per test process: a port from `bind(…:0)` is an ephemeral one, which the kernel may also give
+/// to any outgoing connection's local end — with thousands of connections in flight across the
+/// tests, that raced now and then before the caller bound it.
 pub(crate) fn free_port() -> u16 {
-    match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(e) => panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"),
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(LOW + offset).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
+    panic!("no free port on 127.0.0.1 in {LOW}..{}", LOW + SPAN)
 }
 
 /// Calls `probe` every `interval` until it returns `Ok(Some(value))`, and returns that value.
