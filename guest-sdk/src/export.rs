@@ -49,6 +49,15 @@ pub fn init(config: String) -> Result<(), String> {
     Ok(())
 }
 
+/// `init` for a plugin that declares its config type: the config must also decode into `T`,
+/// so that a typo in the server's config file is refused when the plugin loads (`serve`,
+/// `config check`, `plugin check --config`, a reload) rather than on its first run.
+#[doc(hidden)]
+pub fn init_with_config<T: serde::de::DeserializeOwned>(config: String) -> Result<(), String> {
+    serde_json::from_str::<T>(&config).map_err(|e| format!("plugin config: {e}"))?;
+    init(config)
+}
+
 /// `run`: converts the WIT values, calls the plugin function, converts back.
 #[doc(hidden)]
 pub fn run(
@@ -132,15 +141,26 @@ pub enum LogLevel {
 /// }
 /// export_plugin!(generate);
 /// ```
+///
+/// With `config = T`, the plugin's config must decode into `T` when the plugin loads, or the
+/// load fails naming the field (with `#[serde(deny_unknown_fields)]` on `T`, a typo too):
+///
+/// ```ignore
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config { header: String }
+///
+/// export_plugin!(generate, config = Config);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
-    ($plugin:path) => {
+    (@export $plugin:path, $init:expr) => {
         #[doc(hidden)]
         pub struct NebucloudXdsPlugin;
 
         impl $crate::bindings::Guest for NebucloudXdsPlugin {
             fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                $crate::export::init(config)
+                $init(config)
             }
 
             fn run(
@@ -153,4 +173,37 @@ macro_rules! export_plugin {
 
         $crate::bindings::export!(NebucloudXdsPlugin with_types_in $crate::bindings);
     };
+    ($plugin:path) => {
+        $crate::export_plugin!(@export $plugin, $crate::export::init);
+    };
+    ($plugin:path, config = $config:ty) => {
+        $crate::export_plugin!(@export $plugin, $crate::export::init_with_config::<$config>);
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        header: String,
+    }
+
+    #[test]
+    fn a_config_that_does_not_decode_is_refused_at_init_naming_the_field() {
+        let typo = init_with_config::<Config>(r#"{"hedaer": "x-owner"}"#.into()).unwrap_err();
+        assert!(
+            typo.starts_with("plugin config: unknown field `hedaer`") && typo.contains("`header`"),
+            "{typo}"
+        );
+        let missing = init_with_config::<Config>("{}".into()).unwrap_err();
+        assert!(missing.contains("missing field `header`"), "{missing}");
+        let garbage = init_with_config::<Config>("not json".into()).unwrap_err();
+        assert!(garbage.starts_with("plugin config: "), "{garbage}");
+        // Nothing was kept: a refused config never becomes the plugin's.
+        assert!(CONFIG.get().is_none());
+    }
 }

@@ -247,7 +247,15 @@ impl Plugin {
         // Canary: one instance must come up and accept its config.
         let warm = plugin
             .instantiate(Arc::new(StaticInputs::new()))
-            .map_err(|f| PluginLoadError::Init(f.to_string()))?;
+            .map_err(|f| {
+                PluginLoadError::Init(match f {
+                    // "init failed: init: …" says init once too often.
+                    PluginFault::Returned(m) => {
+                        m.strip_prefix("init: ").map_or(m.clone(), str::to_owned)
+                    }
+                    other => other.to_string(),
+                })
+            })?;
         plugin.release(warm);
         Ok(plugin)
     }

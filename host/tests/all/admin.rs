@@ -223,3 +223,45 @@ async fn config_check_names_the_bad_key_and_a_missing_plugin_stops_start_up() {
         "{err}"
     );
 }
+
+/// A plugin that declares its config type (`export_plugin!(f, config = T)`) is refused at load
+/// when its config in the server's file does not decode: `config check` names the plugin and
+/// the field, before anything serves.
+#[tokio::test]
+async fn config_check_names_a_typo_in_a_plugins_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = plugin_wasm("mesh").display().to_string();
+    let write = |key: &str| {
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[[plugins]]\nname = \"mesh\"\npath = \"{mesh}\"\nconfig = {{ {key} = 10001 }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let check = async || {
+        Command::new(BIN)
+            .args(["config", "check"])
+            .arg(dir.path().join("config.toml"))
+            .output()
+            .await
+            .unwrap()
+    };
+    write("listenr_port");
+    let out = check().await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("mesh")
+            && err.contains("unknown field `listenr_port`"),
+        "{err}"
+    );
+    write("listener_port");
+    let out = check().await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

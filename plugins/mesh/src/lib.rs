@@ -189,7 +189,7 @@ fn ingress_routes(
     config.virtual_host(catch_all).build()
 }
 
-export_plugin!(generate);
+export_plugin!(generate, config = Config);
 
 #[cfg(test)]
 mod tests {

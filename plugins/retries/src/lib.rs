@@ -76,7 +76,7 @@ fn add_policies(routes: &mut RouteConfiguration, config: &Config) {
     }
 }
 
-export_plugin!(apply);
+export_plugin!(apply, config = Config);
 
 #[cfg(test)]
 mod tests {
