@@ -148,7 +148,8 @@ RELOAD_VERSIONS := $(PLUGIN_DIR)/tagger_v1.wasm,$(PLUGIN_DIR)/tagger_v2.wasm,$(P
 bench-reload: reload-plugins
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
 		--nodes 1000 --streams-per-conn 1 --grouping cluster,node --reload $(RELOAD_VERSIONS) \
-		--out $(CARGO_TARGET)/bench-results --name reload
+		--check --out $(CARGO_TARGET)/bench-results --name reload
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
 		--nodes 1000 --streams-per-conn 1 --grouping cluster,node --reload $(RELOAD_VERSIONS) \
-		--reload-interval-ms 20 --reload-settle-ms 0 --out $(CARGO_TARGET)/bench-results --name reload-fast
+		--reload-interval-ms 20 --reload-settle-ms 0 --check --out $(CARGO_TARGET)/bench-results \
+		--name reload-fast

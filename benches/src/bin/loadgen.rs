@@ -128,11 +128,24 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
             plugin.is_some() && cli.reload.len() >= 2,
             "--reload needs the mesh plugin (no --static-resources) and two policy files or more"
         );
-        for f in &cli.reload {
+        let contents = cli
+            .reload
+            .iter()
+            .map(|f| {
+                std::fs::read(f).map_err(|e| {
+                    anyhow::anyhow!("{}: {e} (run `make reload-plugins`)", f.display())
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Change k installs version k mod n over version k-1 mod n: equal neighbours would be
+        // no change at all, and the run would wait for an ACK that never comes.
+        for (k, v) in contents.iter().enumerate() {
+            let next = (k + 1) % contents.len();
             anyhow::ensure!(
-                f.exists(),
-                "{} is missing (run `make test-plugins`)",
-                f.display()
+                *v != contents[next],
+                "{} and {} are the same file: a reload between them changes nothing",
+                cli.reload[k].display(),
+                cli.reload[next].display()
             );
         }
         Change::PluginFile {

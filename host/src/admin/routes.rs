@@ -150,6 +150,11 @@ fn reload_response(result: Result<crate::plugins::ReloadOutcome, ReloadError>) -
     match result {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e @ ReloadError::UnknownPlugin(_)) => not_found(e.to_string()),
+        Err(e @ ReloadError::Busy) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({ "error": e.to_string() })),

@@ -51,6 +51,7 @@ enum Event {
     /// input generation `generation`: published as they are if no input changed since,
     /// every other group recomputed.
     Install {
+        chain: Arc<PluginChain>,
         generation: u64,
         results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
     },
@@ -143,16 +144,19 @@ impl Pipeline {
 
     /// Replaces the plugin chain with one whose results for some groups are already known:
     /// `results`, computed by `chain` when the input generation was `generation`. If no input
-    /// changed since, they are published as they are and only the other groups run; otherwise
-    /// every group is recomputed, as [`Pipeline::set_chain`] does.
+    /// changed since and `chain` is still the installed one when they are processed, they are
+    /// published as they are and only the other groups run; otherwise every group is
+    /// recomputed, as [`Pipeline::set_chain`] does.
     pub fn install_chain(
         &self,
         chain: PluginChain,
         generation: u64,
         results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
     ) {
-        self.inner.chain.store(Arc::new(chain));
+        let chain = Arc::new(chain);
+        self.inner.chain.store(Arc::clone(&chain));
         let _ = self.inner.events.send(Event::Install {
+            chain,
             generation,
             results,
         });
@@ -252,9 +256,10 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::Changed(keys) => changed.extend(keys),
             Event::All => all = true,
             Event::Install {
+                chain,
                 generation,
                 results,
-            } => installs.push((generation, results)),
+            } => installs.push((chain, generation, results)),
         };
         let debounced = !matches!(first, Event::Demand(_));
         add(first, &mut demand);
@@ -275,16 +280,15 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             add(ev, &mut demand);
         }
         let Some(inner) = inner.upgrade() else { return };
-        // A new chain's precomputed results stand only if no input changed since they were
-        // computed (and nothing else asks for a full recompute); every other group runs.
-        let current = inner.generation.load(Ordering::SeqCst);
+        // A new chain's precomputed results stand only if they come from the chain installed
+        // now (the last install, not superseded by another chain change) and no input changed
+        // since they were computed; every other group runs.
         let mut precomputed = BTreeMap::new();
-        let fresh = installs.iter().all(|(g, _)| *g == current);
-        if !installs.is_empty() {
-            if fresh && !all {
-                for (_, results) in installs {
-                    precomputed.extend(results);
-                }
+        if let Some((chain, generation, results)) = installs.pop() {
+            let installed = Arc::ptr_eq(&chain, &inner.chain.load());
+            let fresh = generation == inner.generation.load(Ordering::SeqCst);
+            if installed && fresh && !all {
+                precomputed.extend(results);
             }
             all = true;
         }

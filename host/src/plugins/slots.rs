@@ -3,6 +3,7 @@
 //! rollback, and the status operators see.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,6 +87,9 @@ pub enum ReloadError {
     /// There is no previous version to roll back to.
     #[error("plugin {0} has no previous version")]
     NoPrevious(String),
+    /// Another reload or rollback is under way; one runs at a time.
+    #[error("another plugin reload or rollback is in progress; try again when it is done")]
+    Busy,
 }
 
 /// The result of a reload.
@@ -107,6 +111,26 @@ pub struct PluginSlots {
     engine: PluginEngine,
     pipeline: Pipeline,
     slots: Arc<Mutex<Vec<Slot>>>,
+    /// Set while a reload or rollback runs: one at a time, so that a canary's chain is never
+    /// built from slots another swap changes meanwhile (a flag, not a lock held across awaits).
+    busy: Arc<AtomicBool>,
+}
+
+/// Holds [`PluginSlots::busy`] for one reload or rollback.
+struct BusyGuard(Arc<AtomicBool>);
+
+impl BusyGuard {
+    fn take(flag: &Arc<AtomicBool>) -> Result<Self, ReloadError> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| BusyGuard(Arc::clone(flag)))
+            .map_err(|_| ReloadError::Busy)
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// A plugin to put in a slot at start.
@@ -146,6 +170,7 @@ impl PluginSlots {
             engine,
             pipeline,
             slots: Arc::new(Mutex::new(slots)),
+            busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -185,6 +210,7 @@ impl PluginSlots {
         name: &str,
         path: Option<&Path>,
     ) -> Result<ReloadOutcome, ReloadError> {
+        let _busy = BusyGuard::take(&self.busy)?;
         let (file, config, limits, current_hash) = self.with_slot(name, |slot| {
             Ok((
                 path.map_or_else(|| slot.path.clone(), Path::to_path_buf),
@@ -231,6 +257,7 @@ impl PluginSlots {
 
     /// Puts the previous version of `name` back into service.
     pub fn rollback(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
+        let _busy = BusyGuard::take(&self.busy)?;
         let previous = self.with_slot(name, |slot| {
             slot.previous
                 .clone()
@@ -272,34 +299,48 @@ impl PluginSlots {
 
     /// Runs `candidate` for every current group, spread over the pipeline's parallelism, and
     /// fails if the new version breaks any group: the new plugin faults, or a group the current
-    /// chain serves fine fails with the new one (whichever plugin then refuses its output). A
-    /// group that already fails is not held against the new version unless the new plugin
-    /// itself faults on it. On success the results are kept, to be published as they are.
+    /// chain serves fails with the new one, whichever plugin then says no. Such a failure is
+    /// checked against the current chain on the same inputs first: if the current chain fails
+    /// too (the inputs changed under the group), the new version is not blamed. On success the
+    /// results are kept, to be published as they are.
     async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<Canary, String> {
         // Read before the inputs: results stand only if no input changed after this point.
         let generation = self.pipeline.input_generation();
         let targets = self.pipeline.canary_targets();
         let inputs = self.pipeline.inputs();
+        let current = self.pipeline.chain();
         let parallelism = self.pipeline.parallelism().max(1);
         let chunk = targets.len().div_ceil(parallelism).max(1);
+        // Set on the first refusal: the other chunks stop at their next group.
+        let refused = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         for part in targets.chunks(chunk) {
             let (part, chain, inputs) = (part.to_vec(), candidate.clone(), Arc::clone(&inputs));
+            let (current, refused) = (Arc::clone(&current), Arc::clone(&refused));
             let plugin = name.to_owned();
             tasks.spawn_blocking(move || {
                 let mut results = Vec::with_capacity(part.len());
                 for t in part {
+                    if refused.load(Ordering::Relaxed) {
+                        return Err(String::new());
+                    }
                     let result = chain.run(&t.node, Arc::clone(&inputs));
-                    if let Err(e) = &result {
-                        if e.plugin == plugin {
-                            return Err(format!("canary on group {}: {e}", t.group));
+                    let blame = match &result {
+                        Ok(_) => None,
+                        Err(e) if e.plugin == plugin => {
+                            Some(format!("canary on group {}: {e}", t.group))
                         }
-                        if t.healthy {
-                            return Err(format!(
+                        Err(e) if t.healthy && current.run(&t.node, Arc::clone(&inputs)).is_ok() => {
+                            Some(format!(
                                 "canary on group {}: with this version of {plugin}, {e} (the current version serves this group)",
                                 t.group
-                            ));
+                            ))
                         }
+                        Err(_) => None,
+                    };
+                    if let Some(reason) = blame {
+                        refused.store(true, Ordering::Relaxed);
+                        return Err(reason);
                     }
                     results.push((t.group, result));
                 }
@@ -307,17 +348,23 @@ impl PluginSlots {
             });
         }
         let mut results = Vec::with_capacity(targets.len());
+        let mut refusal = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(part)) => results.extend(part),
-                Ok(Err(reason)) => return Err(reason),
-                Err(e) => return Err(format!("canary task failed: {e}")),
+                // A chunk stopped because another refused: that one's reason is the one.
+                Ok(Err(reason)) if reason.is_empty() => {}
+                Ok(Err(reason)) => refusal = refusal.or(Some(reason)),
+                Err(e) => refusal = refusal.or(Some(format!("canary task failed: {e}"))),
             }
         }
-        Ok(Canary {
-            generation,
-            results,
-        })
+        match refusal {
+            Some(reason) => Err(reason),
+            None => Ok(Canary {
+                generation,
+                results,
+            }),
+        }
     }
 
     fn install(
@@ -369,4 +416,22 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reload_or_rollback_at_a_time() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let first = BusyGuard::take(&flag).ok();
+        assert!(first.is_some());
+        assert!(matches!(BusyGuard::take(&flag), Err(ReloadError::Busy)));
+        drop(first);
+        assert!(
+            BusyGuard::take(&flag).is_ok(),
+            "free again once the first is done"
+        );
+    }
 }

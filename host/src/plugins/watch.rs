@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::slots::PluginSlots;
+use super::slots::{PluginSlots, ReloadError};
 
 /// What a file looked like at one scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +45,16 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
             match pending.get(&name) {
                 Some((seen, since)) if *seen == now => {
                     if since.elapsed().unwrap_or_default() >= settle {
+                        match slots.reload(&name, None).await {
+                            // An admin reload or rollback is running: try again next tick.
+                            Err(ReloadError::Busy) => continue,
+                            Err(e) => {
+                                tracing::warn!(plugin = %name, error = %e, "plugin file change refused");
+                            }
+                            Ok(_) => {}
+                        }
                         pending.remove(&name);
                         known.insert(name.clone(), now);
-                        if let Err(e) = slots.reload(&name, None).await {
-                            tracing::warn!(plugin = %name, error = %e, "plugin file change refused");
-                        }
                     }
                 }
                 _ => {

@@ -327,4 +327,9 @@ async fn precomputed_results_are_published_only_while_the_inputs_are_unchanged()
     })
     .await
     .expect("recomputed with the installed chain");
+    assert_eq!(
+        runs(),
+        runs_before + 2,
+        "recomputed once; the stale results were not recorded"
+    );
 }

@@ -74,23 +74,39 @@ fn installed(path: PathBuf) -> PathBuf {
 /// port (Envoy's listeners, the server binary). Prefer binding port 0 where the thing under
 /// test can report its port.
 ///
-/// Ports come from below the kernel's ephemeral range (32768–60999 here), each handed out once
-/// per test process: a port from `bind(…:0)` is an ephemeral one, which the kernel may also give
-/// to any outgoing connection's local end — with thousands of connections in flight across the
-/// tests, that raced now and then before the caller bound it.
+/// Ports come from the 12,000 below the kernel's ephemeral range (read from
+/// `/proc/sys/net/ipv4/ip_local_port_range`), each handed out once per test process: a port
+/// from `bind(…:0)` is an ephemeral one, which the kernel may also give to any outgoing
+/// connection's local end — with thousands of connections in flight across the tests, that
+/// raced now and then before the caller bound it. Without room below the range, port 0 it is.
 pub(crate) fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = std::process::id() % SPAN;
-    for _ in 0..SPAN {
-        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
-        let port = u16::try_from(LOW + offset).unwrap_or(0);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .unwrap_or(32_768);
+    if ephemeral_low >= SPAN + 1_024 {
+        let low = ephemeral_low - SPAN;
+        let start = std::process::id() % SPAN;
+        for _ in 0..SPAN {
+            let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+            let Ok(port) = u16::try_from(low + offset) else {
+                break;
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
     }
-    panic!("no free port on 127.0.0.1 in {LOW}..{}", LOW + SPAN)
+    match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"),
+    }
 }
 
 /// Calls `probe` every `interval` until it returns `Ok(Some(value))`, and returns that value.
