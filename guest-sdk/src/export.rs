@@ -88,8 +88,14 @@ pub fn run(
         .collect();
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let config = CONFIG.get().unwrap_or(&empty);
-    let out =
-        plugin(&Context::new(&node, config, &HostInputs), resources).map_err(|e| e.to_string())?;
+    let out = plugin(&Context::new(&node, config, &HostInputs), resources);
+    // `print!` without a newline waits in std's line buffer: out with it now, so that it is
+    // logged with this call's node rather than the next call's.
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    let out = out.map_err(|e| e.to_string())?;
     Ok(out
         .into_iter()
         .map(|r| crate::bindings::Resource {

@@ -10,6 +10,7 @@ mod inputs;
 mod limits;
 mod plugin;
 mod slots;
+mod stdio;
 mod watch;
 
 /// The host side of the WIT contract in `proto/wit/plugin.wit`.

@@ -14,6 +14,7 @@ use super::call::{add_to_linker, CallState, PANIC_PREFIX};
 use super::engine::{PluginEngine, EPOCH_TICK};
 use super::inputs::{InputView, Reads, StaticInputs};
 use super::limits::PluginLimits;
+use super::stdio;
 use crate::cache::Resource;
 
 /// The contract version this host speaks.
@@ -224,6 +225,11 @@ impl Plugin {
             check_import(import)?;
             if import.starts_with("wasi:random/") {
                 define_random(&mut linker, import)
+                    .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+            } else if stdio::provides(import) {
+                linker
+                    .instance(import)
+                    .and_then(|mut inst| stdio::define(&mut inst, import))
                     .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
             }
         }
@@ -444,9 +450,7 @@ impl Plugin {
 
 /// Explains the traps a plugin gets for using what the sandbox does not offer.
 fn with_sandbox_hint(message: String) -> String {
-    let hint = if message.contains("wasi:cli/stdout") || message.contains("wasi:cli/stderr") {
-        "plugins have no stdout or stderr: use nebucloud_xds_guest::log"
-    } else if message.contains("wasi:clocks/") {
+    let hint = if message.contains("wasi:clocks/") {
         "plugins have no clocks: a plugin's output may depend only on its node, resources, config and inputs"
     } else if message.contains("wasi:filesystem/") {
         "plugins have no files: read input documents with ctx.get / ctx.list"

@@ -101,3 +101,50 @@ async fn check_resources_names_the_broken_file() {
         "{err}"
     );
 }
+
+/// `println!`, `eprintln!` and a trailing `print!` in a plugin become log lines of that plugin
+/// and node (info for stdout, warning for stderr); the run succeeds.
+#[tokio::test]
+async fn a_plugins_stdout_and_stderr_go_to_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let printer = crate::support::plugin_wasm("printer").display().to_string();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[[plugins]]\nname = \"printer\"\npath = \"{printer}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("node.yaml"),
+        "id: envoy-printing\ncluster: test\nuser_agent_name: envoy\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["plugin", "run", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .arg("--node")
+        .arg(dir.path().join("node.yaml"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = |text: &str| {
+        err.lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no log line with {text:?} in:\n{err}"))
+            .to_owned()
+    };
+    for (text, level) in [
+        ("printer: 0 resources for envoy-printing", "INFO"),
+        ("printer: a warning on stderr", "WARN"),
+        ("printer: no newline", "INFO"),
+    ] {
+        let l = line(text);
+        assert!(
+            l.contains(level) && l.contains("plugin=\"printer\"") && l.contains("envoy-printing"),
+            "{l}"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! A test plugin that writes to stdout and stderr the way a plugin author debugging would, then
+//! passes its input through. The host turns each line into a log line of the plugin.
+
+use nebucloud_xds_guest::{export_plugin, Context, Resource, Result};
+
+/// The plugin function.
+pub fn print(ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
+    println!(
+        "printer: {} resources for {}",
+        resources.len(),
+        ctx.node().id
+    );
+    eprintln!("printer: a warning on stderr");
+    print!("printer: no newline");
+    Ok(resources)
+}
+
+export_plugin!(print);
