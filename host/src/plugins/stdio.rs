@@ -2,11 +2,13 @@
 //! `eprintln!` a warning, tagged with the plugin and the node like `nebucloud_xds_guest::log`.
 //!
 //! Rust's std on `wasm32-wasip2` writes through `wasi:cli/stdout` / `wasi:cli/stderr` and the
-//! `output-stream` resource of `wasi:io/streams` (`check-write`, `write`, `blocking-flush`, or
-//! `blocking-write-and-flush`). Only those are defined here, at whatever 0.2.x version the
-//! component imports; the rest of WASI stays a trap (no stdin, files, clocks or environment).
+//! `output-stream` resource of `wasi:io/streams` (`check-write`, `write`, `blocking-flush`,
+//! with a `pollable` from `subscribe` to wait on). Those are defined here, at whatever 0.2.x
+//! version the component imports; the rest of WASI stays a trap (no stdin, files, clocks or
+//! environment). Every function is typed, so a plugin's bytes are copied once, never lifted
+//! into one dynamic value per byte.
 
-use wasmtime::component::{LinkerInstance, Resource, ResourceType, Val};
+use wasmtime::component::{ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType};
 use wasmtime::StoreContextMut;
 
 use super::bindings::nebucloud::xds::host::Host as _;
@@ -19,6 +21,21 @@ pub(crate) struct StdStream;
 /// The host's side of a `pollable` from `output-stream.subscribe`: always ready, since a write
 /// never has to wait.
 pub(crate) struct Ready;
+
+/// The host's side of `wasi:io/error.error`: never created (writes do not fail).
+pub(crate) struct IoError;
+
+/// `wasi:io/streams.stream-error`.
+#[derive(ComponentType, Lift, Lower)]
+#[component(variant)]
+enum StreamError {
+    #[component(name = "last-operation-failed")]
+    #[allow(dead_code)]
+    LastOperationFailed(Resource<IoError>),
+    #[component(name = "closed")]
+    #[allow(dead_code)]
+    Closed,
+}
 
 const STDOUT: u32 = 1;
 const STDERR: u32 = 2;
@@ -33,10 +50,14 @@ pub(crate) fn provides(import: &str) -> bool {
         "wasi:cli/stderr@0.2.",
         "wasi:io/streams@0.2.",
         "wasi:io/poll@0.2.",
+        "wasi:io/error@0.2.",
     ]
     .iter()
     .any(|p| import.starts_with(p))
 }
+
+type Stream = Resource<StdStream>;
+type Written = Result<(), StreamError>;
 
 /// Defines `import` (one [`provides`] accepts) in `inst`.
 pub(crate) fn define(
@@ -44,22 +65,19 @@ pub(crate) fn define(
     import: &str,
 ) -> wasmtime::Result<()> {
     // The resources as each importing instance names them: `wasi:cli/stdout` re-exports the
-    // `output-stream` of `wasi:io/streams`, which re-exports the `pollable` of `wasi:io/poll`,
-    // and each must be the same type wherever it appears.
+    // `output-stream` of `wasi:io/streams`, which re-exports the `pollable` of `wasi:io/poll`
+    // and the `error` of `wasi:io/error`; each must be the same type wherever it appears.
     inst.resource(
         "output-stream",
         ResourceType::host::<StdStream>(),
         |_, _| Ok(()),
     )?;
     inst.resource("pollable", ResourceType::host::<Ready>(), |_, _| Ok(()))?;
+    inst.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
     if import.starts_with("wasi:cli/stdout@") {
-        inst.func_wrap("get-stdout", |_, (): ()| {
-            Ok((Resource::<StdStream>::new_own(STDOUT),))
-        })?;
+        inst.func_wrap("get-stdout", |_, (): ()| Ok((Stream::new_own(STDOUT),)))?;
     } else if import.starts_with("wasi:cli/stderr@") {
-        inst.func_wrap("get-stderr", |_, (): ()| {
-            Ok((Resource::<StdStream>::new_own(STDERR),))
-        })?;
+        inst.func_wrap("get-stderr", |_, (): ()| Ok((Stream::new_own(STDERR),)))?;
     } else if import.starts_with("wasi:io/poll@") {
         inst.func_wrap("[method]pollable.ready", |_, (_,): (Resource<Ready>,)| {
             Ok((true,))
@@ -72,80 +90,42 @@ pub(crate) fn define(
             Ok((ready,))
         })?;
     } else if import.starts_with("wasi:io/streams@") {
-        inst.func_wrap(
-            "[method]output-stream.subscribe",
-            |_, (_,): (Resource<StdStream>,)| Ok((Resource::<Ready>::new_own(0),)),
-        )?;
-        inst.func_new(
-            "[method]output-stream.check-write",
-            |store, _, params, results| {
-                release(store, params)?;
-                set_ok(results, Some(Val::U64(WRITE_BUDGET)));
-                Ok(())
-            },
-        )?;
+        inst.func_wrap("[method]output-stream.subscribe", |_, (_,): (Stream,)| {
+            Ok((Resource::<Ready>::new_own(0),))
+        })?;
+        inst.func_wrap("[method]output-stream.check-write", |_, (_,): (Stream,)| {
+            Ok((Ok::<u64, StreamError>(WRITE_BUDGET),))
+        })?;
         for method in [
             "[method]output-stream.write",
             "[method]output-stream.blocking-write-and-flush",
         ] {
-            inst.func_new(method, |store, _, params, results| {
-                write(store, params)?;
-                set_ok(results, None);
-                Ok(())
+            inst.func_wrap(method, |store, (stream, bytes): (Stream, Vec<u8>)| {
+                write(store, &stream, &bytes);
+                Ok((Written::Ok(()),))
             })?;
         }
         for method in [
             "[method]output-stream.flush",
             "[method]output-stream.blocking-flush",
         ] {
-            inst.func_new(method, |store, _, params, results| {
-                release(store, params)?;
-                set_ok(results, None);
-                Ok(())
-            })?;
+            inst.func_wrap(method, |_, (_,): (Stream,)| Ok((Written::Ok(()),)))?;
         }
     }
     Ok(())
 }
 
-/// Ends the call's borrow of the stream (`self`), which a dynamic host function must do.
-fn release(store: StoreContextMut<'_, CallState>, params: &[Val]) -> wasmtime::Result<()> {
-    match params.first() {
-        Some(Val::Resource(stream)) => stream.resource_drop(store),
-        _ => Ok(()),
-    }
-}
-
-/// `Ok(value)` into the one result of a `result<T, stream-error>` function.
-fn set_ok(results: &mut [Val], value: Option<Val>) {
-    if let Some(slot) = results.first_mut() {
-        *slot = Val::Result(Ok(value.map(Box::new)));
-    }
-}
-
-/// `write(self, contents)`: each line becomes a log line of the plugin.
-fn write(mut store: StoreContextMut<'_, CallState>, params: &[Val]) -> wasmtime::Result<()> {
-    let (Some(Val::Resource(stream)), Some(Val::List(bytes))) = (params.first(), params.get(1))
-    else {
-        wasmtime::bail!("output-stream.write: unexpected arguments");
-    };
-    let rep = stream.try_into_resource::<StdStream>(&mut store)?.rep();
-    let level = if rep == STDERR {
+/// Each line written becomes a log line of the plugin (the log's own caps apply: lines per
+/// call and bytes per line).
+fn write(mut store: StoreContextMut<'_, CallState>, stream: &Stream, bytes: &[u8]) {
+    let level = if stream.rep() == STDERR {
         Level::Warn
     } else {
         Level::Info
     };
-    let bytes: Vec<u8> = bytes
-        .iter()
-        .filter_map(|v| match v {
-            Val::U8(b) => Some(*b),
-            _ => None,
-        })
-        .collect();
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     let state = store.data_mut();
     for line in text.lines().filter(|l| !l.is_empty()) {
         state.log(level, line.to_owned());
     }
-    Ok(())
 }
