@@ -26,6 +26,8 @@ pub(crate) struct CallState {
     /// Lines logged at error level: a panic hook's message is the last of them.
     pub(crate) errors: Vec<String>,
     log_lines: usize,
+    /// What the plugin wrote to stdout (0) and stderr (1) after its last newline.
+    stdio: [String; 2],
 }
 
 impl CallState {
@@ -42,6 +44,7 @@ impl CallState {
             reads: Reads::default(),
             errors: Vec::new(),
             log_lines: 0,
+            stdio: [String::new(), String::new()],
         }
     }
 
@@ -53,6 +56,48 @@ impl CallState {
         self.errors.clear();
         self.log_lines = 0;
         self.memory.exceeded = None;
+        self.stdio = [String::new(), String::new()];
+    }
+
+    /// Text the plugin wrote to stdout or stderr: each complete line becomes a log line (info
+    /// for stdout, warning for stderr); the rest waits for its newline, for one log line's
+    /// worth, or for the end of the call ([`CallState::flush_stdio`]).
+    pub(crate) fn stdio_write(&mut self, stderr: bool, bytes: &[u8]) {
+        if self.log_lines >= MAX_LOG_LINES {
+            return;
+        }
+        let i = usize::from(stderr);
+        let mut pending = std::mem::take(&mut self.stdio[i]);
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            self.stdio_line(stderr, line.trim_end_matches(['\n', '\r']));
+        }
+        if pending.len() >= MAX_LOG_LINE {
+            self.stdio_line(stderr, &pending);
+            pending.clear();
+        }
+        self.stdio[i] = pending;
+    }
+
+    /// Logs what the plugin wrote without a final newline (at the end of a call or `init`).
+    pub(crate) fn flush_stdio(&mut self) {
+        for stderr in [false, true] {
+            let pending = std::mem::take(&mut self.stdio[usize::from(stderr)]);
+            self.stdio_line(stderr, &pending);
+        }
+    }
+
+    fn stdio_line(&mut self, stderr: bool, line: &str) {
+        if line.is_empty() {
+            return;
+        }
+        let level = if stderr {
+            types::Level::Warn
+        } else {
+            types::Level::Info
+        };
+        host::Host::log(self, level, line.to_owned());
     }
 }
 

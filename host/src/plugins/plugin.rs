@@ -226,10 +226,16 @@ impl Plugin {
             if import.starts_with("wasi:random/") {
                 define_random(&mut linker, import)
                     .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
-            } else if stdio::provides(import) {
+            } else if import.starts_with("wasi:") {
                 linker
                     .instance(import)
-                    .and_then(|mut inst| stdio::define(&mut inst, import))
+                    .and_then(|mut inst| {
+                        stdio::define_resources(&mut inst)?;
+                        if stdio::provides(import) {
+                            stdio::define(&mut inst, import)?;
+                        }
+                        Ok(())
+                    })
                     .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
             }
         }
@@ -342,6 +348,7 @@ impl Plugin {
         let result = warm
             .instance
             .call_run(&mut warm.store, &wit_node, &wit_resources);
+        warm.store.data_mut().flush_stdio();
         let report = |store: &Store<CallState>, output_bytes| CallReport {
             reads: store.data().reads.clone(),
             elapsed: start.elapsed(),
@@ -400,7 +407,9 @@ impl Plugin {
                     PluginFault::Trap(m) => PluginFault::Instantiate(m),
                     other => other,
                 })?;
-        match instance.call_init(&mut store, &self.config) {
+        let init = instance.call_init(&mut store, &self.config);
+        store.data_mut().flush_stdio();
+        match init {
             Ok(Ok(())) => Ok(Warm { store, instance }),
             Ok(Err(message)) => Err(PluginFault::Returned(format!("init: {message}"))),
             Err(e) => Err(self.classify(&store, &e)),

@@ -1,18 +1,19 @@
-//! A plugin's stdout and stderr, routed to its log: `println!` becomes an info line and
-//! `eprintln!` a warning, tagged with the plugin and the node like `nebucloud_xds_guest::log`.
+//! A plugin's stdout and stderr, routed to its log: each line written to stdout becomes an
+//! info line and each line to stderr a warning, tagged with the plugin and the node like
+//! `nebucloud_xds_guest::log` (see [`CallState::stdio_write`]).
 //!
 //! Rust's std on `wasm32-wasip2` writes through `wasi:cli/stdout` / `wasi:cli/stderr` and the
 //! `output-stream` resource of `wasi:io/streams` (`check-write`, `write`, `blocking-flush`,
 //! with a `pollable` from `subscribe` to wait on). Those are defined here, at whatever 0.2.x
 //! version the component imports; the rest of WASI stays a trap (no stdin, files, clocks or
-//! environment). Every function is typed, so a plugin's bytes are copied once, never lifted
-//! into one dynamic value per byte.
+//! environment). Every function is typed and a write may not exceed what `check-write`
+//! allowed, so the host copies at most one log line's worth per call into its own memory.
 
-use wasmtime::component::{ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType};
+use wasmtime::component::{
+    ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType, WasmList,
+};
 use wasmtime::StoreContextMut;
 
-use super::bindings::nebucloud::xds::host::Host as _;
-use super::bindings::nebucloud::xds::types::Level;
 use super::call::CallState;
 
 /// The host's side of an `output-stream`: its rep says which (1 stdout, 2 stderr).
@@ -43,14 +44,13 @@ const STDERR: u32 = 2;
 /// How many bytes `check-write` allows at once: one log line's worth.
 const WRITE_BUDGET: u64 = 4096;
 
-/// Whether the import is one this module defines.
+/// Whether the import is one this module defines functions of.
 pub(crate) fn provides(import: &str) -> bool {
     [
         "wasi:cli/stdout@0.2.",
         "wasi:cli/stderr@0.2.",
         "wasi:io/streams@0.2.",
         "wasi:io/poll@0.2.",
-        "wasi:io/error@0.2.",
     ]
     .iter()
     .any(|p| import.starts_with(p))
@@ -59,21 +59,27 @@ pub(crate) fn provides(import: &str) -> bool {
 type Stream = Resource<StdStream>;
 type Written = Result<(), StreamError>;
 
-/// Defines `import` (one [`provides`] accepts) in `inst`.
-pub(crate) fn define(
-    inst: &mut LinkerInstance<'_, CallState>,
-    import: &str,
-) -> wasmtime::Result<()> {
-    // The resources as each importing instance names them: `wasi:cli/stdout` re-exports the
-    // `output-stream` of `wasi:io/streams`, which re-exports the `pollable` of `wasi:io/poll`
-    // and the `error` of `wasi:io/error`; each must be the same type wherever it appears.
+/// Gives the resources this module implements their host types in `inst`, which must be done
+/// for every imported WASI interface: other interfaces re-export them (`wasi:cli/stdout` the
+/// `output-stream` of `wasi:io/streams`, `wasi:filesystem/types` the streams and `error`,
+/// `wasi:clocks/monotonic-clock` the `pollable` of `wasi:io/poll`), and a resource must be the
+/// same type wherever it appears or the component does not link.
+pub(crate) fn define_resources(inst: &mut LinkerInstance<'_, CallState>) -> wasmtime::Result<()> {
     inst.resource(
         "output-stream",
         ResourceType::host::<StdStream>(),
         |_, _| Ok(()),
     )?;
     inst.resource("pollable", ResourceType::host::<Ready>(), |_, _| Ok(()))?;
-    inst.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+    inst.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))
+}
+
+/// Defines the functions of `import` (one [`provides`] accepts) in `inst`, after
+/// [`define_resources`].
+pub(crate) fn define(
+    inst: &mut LinkerInstance<'_, CallState>,
+    import: &str,
+) -> wasmtime::Result<()> {
     if import.starts_with("wasi:cli/stdout@") {
         inst.func_wrap("get-stdout", |_, (): ()| Ok((Stream::new_own(STDOUT),)))?;
     } else if import.starts_with("wasi:cli/stderr@") {
@@ -85,8 +91,9 @@ pub(crate) fn define(
         inst.func_wrap("[method]pollable.block", |_, (_,): (Resource<Ready>,)| {
             Ok(())
         })?;
-        inst.func_wrap("poll", |_, (all,): (Vec<Resource<Ready>>,)| {
-            let ready: Vec<u32> = (0..u32::try_from(all.len()).unwrap_or(u32::MAX)).collect();
+        // Every pollable is ready: the first one says so (the list is never lifted).
+        inst.func_wrap("poll", |_, (all,): (WasmList<Resource<Ready>>,)| {
+            let ready: Vec<u32> = if all.len() == 0 { Vec::new() } else { vec![0] };
             Ok((ready,))
         })?;
     } else if import.starts_with("wasi:io/streams@") {
@@ -100,8 +107,8 @@ pub(crate) fn define(
             "[method]output-stream.write",
             "[method]output-stream.blocking-write-and-flush",
         ] {
-            inst.func_wrap(method, |store, (stream, bytes): (Stream, Vec<u8>)| {
-                write(store, &stream, &bytes);
+            inst.func_wrap(method, |store, (stream, bytes): (Stream, WasmList<u8>)| {
+                write(store, &stream, &bytes)?;
                 Ok((Written::Ok(()),))
             })?;
         }
@@ -115,17 +122,18 @@ pub(crate) fn define(
     Ok(())
 }
 
-/// Each line written becomes a log line of the plugin (the log's own caps apply: lines per
-/// call and bytes per line).
-fn write(mut store: StoreContextMut<'_, CallState>, stream: &Stream, bytes: &[u8]) {
-    let level = if stream.rep() == STDERR {
-        Level::Warn
-    } else {
-        Level::Info
-    };
-    let text = String::from_utf8_lossy(bytes);
-    let state = store.data_mut();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        state.log(level, line.to_owned());
+/// Hands what was written to the call's log. More than `check-write` allowed traps, as WASI
+/// says it must.
+fn write(
+    mut store: StoreContextMut<'_, CallState>,
+    stream: &Stream,
+    bytes: &WasmList<u8>,
+) -> wasmtime::Result<()> {
+    let len = bytes.len();
+    if u64::try_from(len).unwrap_or(u64::MAX) > WRITE_BUDGET {
+        wasmtime::bail!("wrote {len} bytes to an output stream that allowed {WRITE_BUDGET}");
     }
+    let copy = bytes.as_le_slice(&store).to_vec();
+    store.data_mut().stdio_write(stream.rep() == STDERR, &copy);
+    Ok(())
 }

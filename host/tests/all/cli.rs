@@ -139,11 +139,14 @@ async fn a_plugins_stdout_and_stderr_go_to_its_log() {
     for (text, level) in [
         ("printer: 0 resources for envoy-printing", "INFO"),
         ("printer: a warning on stderr", "WARN"),
+        ("printer: one line 3", "WARN"),
         ("printer: no newline", "INFO"),
     ] {
         let l = line(text);
         assert!(
-            l.contains(level) && l.contains("plugin=\"printer\"") && l.contains("envoy-printing"),
+            l.contains(level)
+                && l.contains("plugin=\"printer\"")
+                && l.contains("node=\"envoy-printing\""),
             "{l}"
         );
     }

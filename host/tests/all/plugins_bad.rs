@@ -320,3 +320,23 @@ fn random_bytes_an_empty_file_and_a_truncated_component_are_refused_as_not_a_com
     );
     assert_serves(&load(&engine, "bad-none", PluginLimits::default()));
 }
+
+/// A plugin that uses `std::fs` links WASI's filesystem, whose types re-export the streams the
+/// host gives stdout: it still loads, and the read traps with the sandbox's reason.
+#[test]
+fn reading_a_file_loads_and_traps_with_the_sandbox_reason() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-read-file", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::Trap(m) = fault else {
+            panic!("expected a trap, got {fault:?}")
+        };
+        assert!(
+            m.contains("wasi:filesystem/") && m.contains("plugins have no files"),
+            "{m}"
+        );
+    });
+}

@@ -31,6 +31,9 @@ pub enum Misbehaviour {
     /// `drop-clusters`: removes every Cluster. Its own output is valid; a validator after it
     /// (cluster-guard) then refuses the route tables that point at the missing clusters.
     DropClusters,
+    /// `read-file`: reads `/etc/hostname` with `std::fs`, which links WASI's filesystem (whose
+    /// types re-export the streams that stdout uses): it must load, and trap when it runs.
+    ReadFile,
 }
 
 /// What the `panic` build panics with.
@@ -56,6 +59,7 @@ pub const MISBEHAVIOUR: Misbehaviour = selected(&[
         Misbehaviour::PanicOnCanary,
     ),
     (cfg!(feature = "drop-clusters"), Misbehaviour::DropClusters),
+    (cfg!(feature = "read-file"), Misbehaviour::ReadFile),
 ]);
 
 /// The misbehaviour whose feature is on; two features on fail the build (a const panic).
@@ -112,6 +116,10 @@ pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resour
             }
         }
         Misbehaviour::DropClusters => resources.retain(|r| !r.is::<Cluster>()),
+        Misbehaviour::ReadFile => {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            resources.push(Resource::new(host.trim(), &cluster(host.trim())));
+        }
     }
     Ok(resources)
 }

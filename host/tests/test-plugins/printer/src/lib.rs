@@ -11,6 +11,9 @@ pub fn print(ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource
         ctx.node().id
     );
     eprintln!("printer: a warning on stderr");
+    // Rust's stderr is unbuffered: this reaches the host in several writes, one log line.
+    let words = ["one", "line"];
+    eprintln!("printer: {} {} {}", words[0], words[1], resources.len() + 3);
     print!("printer: no newline");
     Ok(resources)
 }
