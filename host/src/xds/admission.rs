@@ -1,6 +1,7 @@
 //! Connection admission on the xDS port: at most N connections at once. The (N+1)th gets a
 //! clear gRPC status (`RESOURCE_EXHAUSTED`, naming the limit) on every call instead of a
-//! reset, so operators see why, and the first N keep working.
+//! reset — over TLS too, after a handshake — so operators see why, and the first N keep
+//! working.
 
 use std::io;
 use std::pin::Pin;
@@ -64,11 +65,11 @@ impl AsyncWrite for CountedConn {
 }
 
 /// Accepts connections, admitting at most `max` at once; the others are answered by
-/// [`refuse`] (plaintext) or closed (TLS, where a status cannot be sent without a handshake).
+/// [`refuse`], after a TLS handshake with `tls` on a TLS port.
 pub(crate) fn incoming(
     listener: TcpListener,
     max: Option<usize>,
-    tls: bool,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> impl Stream<Item = io::Result<CountedConn>> + Send + 'static {
     let active = Arc::new(AtomicUsize::new(0));
     async_stream::stream! {
@@ -87,8 +88,20 @@ pub(crate) fn incoming(
                 if active.load(Ordering::Relaxed) >= max {
                     metrics::counter!("xds_connections_refused_total").increment(1);
                     tracing::warn!(%peer, max, "connection refused: at the connection limit");
-                    if !tls {
-                        tokio::spawn(refuse(tcp, max));
+                    match &tls {
+                        None => {
+                            tokio::spawn(refuse(tcp, max));
+                        }
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+                            tokio::spawn(async move {
+                                let handshake =
+                                    tokio::time::timeout(REFUSAL_TIMEOUT, acceptor.accept(tcp)).await;
+                                if let Ok(Ok(stream)) = handshake {
+                                    refuse(stream, max).await;
+                                }
+                            });
+                        }
                     }
                     continue;
                 }
@@ -100,8 +113,14 @@ pub(crate) fn incoming(
     }
 }
 
+/// How long an over-limit connection may take to handshake and be answered.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Answers every call on an over-limit connection with `RESOURCE_EXHAUSTED`, then closes it.
-async fn refuse(tcp: TcpStream, max: usize) {
+async fn refuse<S>(conn: S, max: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let message = format!("this server is at its limit of {max} connections; try another replica");
     let service = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
         let message = message.clone();
@@ -115,8 +134,8 @@ async fn refuse(tcp: TcpStream, max: usize) {
         }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn).await;
 }
 
 /// An empty HTTP body (trailers-only gRPC response).

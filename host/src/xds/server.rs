@@ -291,15 +291,15 @@ impl XdsServer {
             .http2_keepalive_interval(Some(self.shared.keepalive.0))
             .http2_keepalive_timeout(Some(self.shared.keepalive.1))
             .max_concurrent_streams(self.shared.max_streams_per_connection);
+        let mut refusal = None;
         if let Some(tls) = &self.shared.tls {
             let config = tls.server_config().map_err(ServeError::Tls)?;
             builder = builder.tls_config(config).map_err(ServeError::Transport)?;
+            if self.shared.max_connections.is_some() {
+                refusal = Some(tls.refusal_config().map_err(ServeError::Tls)?);
+            }
         }
-        let incoming = admission::incoming(
-            listener,
-            self.shared.max_connections,
-            self.shared.tls.is_some(),
-        );
+        let incoming = admission::incoming(listener, self.shared.max_connections, refusal);
         builder
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown)

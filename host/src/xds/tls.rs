@@ -45,6 +45,36 @@ impl TlsSettings {
     }
 }
 
+impl TlsSettings {
+    /// A rustls config with the server's certificate and no client authentication, offering
+    /// HTTP/2: enough to complete the handshake with a client over the connection limit and
+    /// answer it with a gRPC status (a refused client is never served, so it is not asked
+    /// for a certificate).
+    pub(crate) fn refusal_config(
+        &self,
+    ) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, TlsError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
+        };
+        let certs = CertificateDer::pem_slice_iter(&read(&self.cert)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError(format!("{}: {e}", self.cert.display())))?;
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?)
+            .map_err(|e| TlsError(format!("{}: {e}", self.key.display())))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsError(format!("{}: {e}", self.cert.display())))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
 /// The names a client certificate (DER) vouches for: DNS and URI SANs, and the CN.
 pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {

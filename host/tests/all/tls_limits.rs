@@ -210,3 +210,29 @@ async fn the_connection_over_the_limit_gets_a_clear_refusal_and_the_first_ones_k
     assert_eq!(sotw_names(&a.recv().await), vec!["c2"]);
     assert_eq!(sotw_names(&b.recv().await), vec!["c2"]);
 }
+
+/// Over TLS too, the connection over the limit completes its handshake and gets the same
+/// clear status instead of a reset; the admitted one keeps working.
+#[tokio::test]
+async fn over_tls_the_connection_over_the_limit_gets_a_clear_refusal() {
+    let pki = Pki::new(&["n1"]);
+    let server = TestServer::start_with(|b| b.tls(pki.settings()).max_connections(1)).await;
+    server.cache.set("n1", set(vec![res(T_CLUSTER, "c", "c")]));
+    let identity = Some((pki.path("n1.pem"), pki.path("n1.key")));
+    let connect = async || {
+        let id = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        tls_channel(server.addr.port(), &pki.path("ca.pem"), id).await
+    };
+    let admitted = connect().await.unwrap();
+    assert_eq!(first_cds(admitted.clone(), "n1").await.unwrap(), 1);
+
+    let over = connect().await.expect("the handshake completes");
+    let refused = first_cds(over, "n1").await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("limit of 1 connections"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(first_cds(admitted, "n1").await.unwrap(), 1);
+}
