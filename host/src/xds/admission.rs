@@ -72,6 +72,7 @@ pub(crate) fn incoming(
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> impl Stream<Item = io::Result<CountedConn>> + Send + 'static {
     let active = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     async_stream::stream! {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -88,21 +89,27 @@ pub(crate) fn incoming(
                 if active.load(Ordering::Relaxed) >= max {
                     metrics::counter!("xds_connections_refused_total").increment(1);
                     tracing::warn!(%peer, max, "connection refused: at the connection limit");
-                    match &tls {
-                        None => {
-                            tokio::spawn(refuse(tcp, max));
-                        }
-                        Some(config) => {
-                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-                            tokio::spawn(async move {
-                                let handshake =
-                                    tokio::time::timeout(REFUSAL_TIMEOUT, acceptor.accept(tcp)).await;
-                                if let Ok(Ok(stream)) = handshake {
-                                    refuse(stream, max).await;
+                    // A flood of refusals may not take the server's descriptors or CPU: past
+                    // MAX_REFUSALS at once, over-limit connections are just closed.
+                    let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() else {
+                        continue;
+                    };
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        let answer = async {
+                            match tls {
+                                None => refuse(tcp, max).await,
+                                Some(config) => {
+                                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                    if let Ok(stream) = acceptor.accept(tcp).await {
+                                        refuse(stream, max).await;
+                                    }
                                 }
-                            });
-                        }
-                    }
+                            }
+                        };
+                        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
+                        drop(permit);
+                    });
                     continue;
                 }
             }
@@ -113,8 +120,11 @@ pub(crate) fn incoming(
     }
 }
 
-/// How long an over-limit connection may take to handshake and be answered.
+/// How long an over-limit connection may take to handshake and be answered, in all.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many over-limit connections are answered at once.
+const MAX_REFUSALS: usize = 64;
 
 /// Answers every call on an over-limit connection with `RESOURCE_EXHAUSTED`, then closes it.
 async fn refuse<S>(conn: S, max: usize)
@@ -135,7 +145,7 @@ where
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, conn).await;
+    let _ = conn.await;
 }
 
 /// An empty HTTP body (trailers-only gRPC response).

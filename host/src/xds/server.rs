@@ -293,10 +293,12 @@ impl XdsServer {
             .max_concurrent_streams(self.shared.max_streams_per_connection);
         let mut refusal = None;
         if let Some(tls) = &self.shared.tls {
-            let config = tls.server_config().map_err(ServeError::Tls)?;
-            builder = builder.tls_config(config).map_err(ServeError::Transport)?;
+            let files = tls.read().map_err(ServeError::Tls)?;
+            builder = builder
+                .tls_config(files.server_config())
+                .map_err(ServeError::Transport)?;
             if self.shared.max_connections.is_some() {
-                refusal = Some(tls.refusal_config().map_err(ServeError::Tls)?);
+                refusal = Some(files.refusal_config().map_err(ServeError::Tls)?);
             }
         }
         let incoming = admission::incoming(listener, self.shared.max_connections, refusal);

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::Status;
@@ -30,46 +31,89 @@ pub struct TlsSettings {
 #[error("TLS: {0}")]
 pub struct TlsError(String);
 
-impl TlsSettings {
-    /// The tonic TLS config: files read now, so a bad path fails at start-up.
-    pub(crate) fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
-        };
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
-        if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(config)
-    }
+/// How long a TLS handshake may take before the connection is dropped: a client that opens a
+/// connection and says nothing must not hold one of the admitted slots for ever.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PEM files of [`TlsSettings`], read once: both TLS configs are built from the same bytes.
+pub(crate) struct TlsFiles {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+    names: (String, String),
 }
 
 impl TlsSettings {
-    /// A rustls config with the server's certificate and no client authentication, offering
-    /// HTTP/2: enough to complete the handshake with a client over the connection limit and
-    /// answer it with a gRPC status (a refused client is never served, so it is not asked
-    /// for a certificate).
+    /// Reads the files now, so that a bad path fails at start-up.
+    pub(crate) fn read(&self) -> Result<TlsFiles, TlsError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(TlsFiles {
+            cert: read(&self.cert)?,
+            key: read(&self.key)?,
+            client_ca: self.client_ca.as_ref().map(read).transpose()?,
+            names: (
+                self.cert.display().to_string(),
+                self.key.display().to_string(),
+            ),
+        })
+    }
+}
+
+impl TlsFiles {
+    /// The tonic TLS config.
+    pub(crate) fn server_config(&self) -> ServerTlsConfig {
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .timeout(HANDSHAKE_TIMEOUT);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        config
+    }
+
+    /// A rustls config like tonic's (the server's certificate, the same client verification
+    /// for mutual TLS, HTTP/2): the handshake a client over the connection limit completes
+    /// before it is answered with a gRPC status. With mutual TLS a client without a valid
+    /// certificate is refused at the handshake here too.
     pub(crate) fn refusal_config(
         &self,
     ) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, TlsError> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
-        };
-        let certs = CertificateDer::pem_slice_iter(&read(&self.cert)?)
+        use tokio_rustls::rustls::server::WebPkiClientVerifier;
+        use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+        let (cert_name, key_name) = &self.names;
+        let certs = CertificateDer::pem_slice_iter(&self.cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("{}: {e}", self.cert.display())))?;
-        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?)
-            .map_err(|e| TlsError(format!("{}: {e}", self.key.display())))?;
+            .map_err(|e| TlsError(format!("{cert_name}: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| TlsError(format!("{key_name}: {e}")))?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError(e.to_string()))?
-            .with_no_client_auth()
+            .map_err(|e| TlsError(e.to_string()))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca) {
+                    let c = c.map_err(|e| TlsError(format!("client CA: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| TlsError(format!("client CA: {e}")))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| TlsError(format!("client CA: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
             .with_single_cert(certs, key)
-            .map_err(|e| TlsError(format!("{}: {e}", self.cert.display())))?;
+            .map_err(|e| TlsError(format!("{cert_name}: {e}")))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }

@@ -234,5 +234,17 @@ async fn over_tls_the_connection_over_the_limit_gets_a_clear_refusal() {
         "{}",
         refused.message()
     );
+
+    // Mutual TLS holds at the limit too: a client without a certificate is refused at the
+    // handshake and never learns the limit.
+    let anonymous = match tls_channel(server.addr.port(), &pki.path("ca.pem"), None).await {
+        Err(_) => None,
+        Ok(channel) => Some(first_cds(channel, "n1").await),
+    };
+    assert!(
+        !matches!(&anonymous, Some(Ok(_)))
+            && !matches!(&anonymous, Some(Err(e)) if e.code() == Code::ResourceExhausted),
+        "{anonymous:?}"
+    );
     assert_eq!(first_cds(admitted, "n1").await.unwrap(), 1);
 }
