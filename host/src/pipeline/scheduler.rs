@@ -187,16 +187,7 @@ impl Pipeline {
             .map(|r| GroupStatus::of(group, &r))
     }
 
-    /// Every group with the node it is computed for: what a canary run covers.
-    pub fn nodes(&self) -> Vec<(String, Node)> {
-        self.inner
-            .groups
-            .iter()
-            .map(|e| (e.key().clone(), e.value().node.clone()))
-            .collect()
-    }
-
-    /// Every group with its node and whether its last run succeeded.
+    /// Every group with its node and whether its last run succeeded: what a canary run covers.
     pub fn canary_targets(&self) -> Vec<CanaryTarget> {
         self.inner
             .groups

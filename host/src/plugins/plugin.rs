@@ -231,10 +231,7 @@ impl Plugin {
                     .instance(import)
                     .and_then(|mut inst| {
                         stdio::define_resources(&mut inst)?;
-                        if stdio::provides(import) {
-                            stdio::define(&mut inst, import)?;
-                        }
-                        Ok(())
+                        stdio::define(&mut inst, import)
                     })
                     .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
             }

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -14,6 +13,7 @@ use super::engine::PluginEngine;
 use super::limits::PluginLimits;
 use super::plugin::{Plugin, PluginStatsSnapshot};
 use crate::pipeline::Pipeline;
+use crate::xds::unix_now;
 
 /// What a successful canary computed: every group's result with the new chain, and the input
 /// generation they were computed at.
@@ -410,12 +410,6 @@ impl PluginSlots {
             reason,
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -44,18 +44,6 @@ const STDERR: u32 = 2;
 /// How many bytes `check-write` allows at once: one log line's worth.
 const WRITE_BUDGET: u64 = 4096;
 
-/// Whether the import is one this module defines functions of.
-pub(crate) fn provides(import: &str) -> bool {
-    [
-        "wasi:cli/stdout@0.2.",
-        "wasi:cli/stderr@0.2.",
-        "wasi:io/streams@0.2.",
-        "wasi:io/poll@0.2.",
-    ]
-    .iter()
-    .any(|p| import.starts_with(p))
-}
-
 type Stream = Resource<StdStream>;
 type Written = Result<(), StreamError>;
 
@@ -74,17 +62,17 @@ pub(crate) fn define_resources(inst: &mut LinkerInstance<'_, CallState>) -> wasm
     inst.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))
 }
 
-/// Defines the functions of `import` (one [`provides`] accepts) in `inst`, after
-/// [`define_resources`].
+/// Defines the functions of `import` in `inst`, after [`define_resources`]: those of
+/// `wasi:cli/stdout|stderr` and `wasi:io/poll|streams` at 0.2.x; any other import gets none.
 pub(crate) fn define(
     inst: &mut LinkerInstance<'_, CallState>,
     import: &str,
 ) -> wasmtime::Result<()> {
-    if import.starts_with("wasi:cli/stdout@") {
+    if import.starts_with("wasi:cli/stdout@0.2.") {
         inst.func_wrap("get-stdout", |_, (): ()| Ok((Stream::new_own(STDOUT),)))?;
-    } else if import.starts_with("wasi:cli/stderr@") {
+    } else if import.starts_with("wasi:cli/stderr@0.2.") {
         inst.func_wrap("get-stderr", |_, (): ()| Ok((Stream::new_own(STDERR),)))?;
-    } else if import.starts_with("wasi:io/poll@") {
+    } else if import.starts_with("wasi:io/poll@0.2.") {
         inst.func_wrap("[method]pollable.ready", |_, (_,): (Resource<Ready>,)| {
             Ok((true,))
         })?;
@@ -96,7 +84,7 @@ pub(crate) fn define(
             let ready: Vec<u32> = if all.len() == 0 { Vec::new() } else { vec![0] };
             Ok((ready,))
         })?;
-    } else if import.starts_with("wasi:io/streams@") {
+    } else if import.starts_with("wasi:io/streams@0.2.") {
         inst.func_wrap("[method]output-stream.subscribe", |_, (_,): (Stream,)| {
             Ok((Resource::<Ready>::new_own(0),))
         })?;

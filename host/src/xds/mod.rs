@@ -19,5 +19,6 @@ pub use server::{
     ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
     XdsServerBuilder,
 };
+pub(crate) use status::unix_now;
 pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};
 pub use tls::{TlsError, TlsSettings};
