@@ -72,32 +72,22 @@ async fn envoy_reaches(port: u16, envoy: &Envoy, tag: &str) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test]
-async fn etcd_update_reaches_a_real_envoy() {
-    let etcd = Etcd::start().await.unwrap();
-    let (web1, web2) = (
-        HttpBackend::start("web-1").await.unwrap(),
-        HttpBackend::start("web-2").await.unwrap(),
-    );
-    etcd.put(WEB, &service("web", web1.port())).await.unwrap();
-    let store = Arc::new(InputStore::new());
-    let listener = free_port();
-    let (server, pipeline) = mesh_server(listener, Arc::clone(&store)).await;
-    let health = start_source(etcd.endpoint(), &store, Some(pipeline));
-    until(&health, "first sync", |s| s.connected).await;
-
-    let envoy = Envoy::start(server.addr.port(), "envoy-etcd", XdsMode::SotwAds)
-        .await
-        .unwrap();
-    envoy_reaches(listener, &envoy, "web-1").await;
-    etcd.put(WEB, &service("web", web2.port())).await.unwrap();
-    let took = envoy_reaches(listener, &envoy, "web-2").await;
-    eprintln!("etcd put -> Envoy routes to the new backend: {took:?}");
+/// etcd holding service `web` at backend web-1, the mesh plugin's server fed by a source on
+/// it, and a real Envoy that reaches web-1 through it; web-2 waits for a change.
+struct EtcdMesh {
+    etcd: Etcd,
+    web1: HttpBackend,
+    web2: HttpBackend,
+    store: Arc<InputStore>,
+    listener: u16,
+    server: TestServer,
+    pipeline: Pipeline,
+    health: SourceHealth,
+    envoy: Envoy,
 }
 
-#[tokio::test]
-async fn etcd_restart_loses_nothing_and_the_host_recovers() {
-    let mut etcd = Etcd::start().await.unwrap();
+async fn etcd_mesh() -> EtcdMesh {
+    let etcd = Etcd::start().await.unwrap();
     let (web1, web2) = (
         HttpBackend::start("web-1").await.unwrap(),
         HttpBackend::start("web-2").await.unwrap(),
@@ -112,15 +102,47 @@ async fn etcd_restart_loses_nothing_and_the_host_recovers() {
         .await
         .unwrap();
     envoy_reaches(listener, &envoy, "web-1").await;
-    let versions = |s: &TestServer| {
-        s.cache
-            .groups()
-            .iter()
-            .filter_map(|g| s.cache.get(g))
-            .map(|s| s.version().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let before = versions(&server);
+    EtcdMesh {
+        etcd,
+        web1,
+        web2,
+        store,
+        listener,
+        server,
+        pipeline,
+        health,
+        envoy,
+    }
+}
+
+#[tokio::test]
+async fn etcd_update_reaches_a_real_envoy() {
+    let EtcdMesh {
+        etcd,
+        web2,
+        listener,
+        envoy,
+        ..
+    } = etcd_mesh().await;
+    etcd.put(WEB, &service("web", web2.port())).await.unwrap();
+    let took = envoy_reaches(listener, &envoy, "web-2").await;
+    eprintln!("etcd put -> Envoy routes to the new backend: {took:?}");
+}
+
+#[tokio::test]
+async fn etcd_restart_loses_nothing_and_the_host_recovers() {
+    let EtcdMesh {
+        mut etcd,
+        web1,
+        web2,
+        store,
+        listener,
+        server,
+        pipeline,
+        health,
+        envoy,
+    } = etcd_mesh().await;
+    let before = server.versions();
 
     etcd.stop();
     let stopped = Instant::now();
@@ -148,7 +170,7 @@ async fn etcd_restart_loses_nothing_and_the_host_recovers() {
             "Envoy keeps working"
         );
     }
-    assert_eq!(versions(&server), before, "an outage publishes nothing");
+    assert_eq!(server.versions(), before, "an outage publishes nothing");
     assert!(pipeline.groups().iter().all(|g| g.last_error.is_none()));
     assert!(!health.is_connected());
 
@@ -268,22 +290,11 @@ async fn two_replicas_on_one_etcd_serve_identical_versions() {
     assert_eq!(first.len(), 4);
 
     // After a change both converge on the same new versions.
-    let group_versions = |s: &TestServer| {
-        s.cache
-            .groups()
-            .iter()
-            .filter_map(|g| s.cache.get(g))
-            .map(|s| s.version().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let published: Vec<_> = replicas.iter().map(|(s, _)| group_versions(s)).collect();
+    let published: Vec<_> = replicas.iter().map(|(s, _)| s.versions()).collect();
     etcd.put(WEB, &service("web", 9090)).await.unwrap();
     for ((server, store), before) in replicas.iter().zip(&published) {
         wait_until(WAIT, POLL, async || {
-            Ok(
-                (port_of(store, "web") == Some(9090) && group_versions(server) != *before)
-                    .then_some(()),
-            )
+            Ok((port_of(store, "web") == Some(9090) && server.versions() != *before).then_some(()))
         })
         .await
         .unwrap();

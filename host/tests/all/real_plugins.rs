@@ -131,13 +131,7 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
     );
 
     // A broken input makes the mesh plugin fail: the group keeps its last good config.
-    let version_before = server
-        .cache
-        .groups()
-        .iter()
-        .filter_map(|g| server.cache.get(g))
-        .map(|s| s.version().to_owned())
-        .collect::<Vec<_>>();
+    let version_before = server.versions();
     let changed = store.replace_source(
         "test",
         vec![
@@ -159,13 +153,7 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
         error.starts_with("plugin mesh on node envoy-mesh:") && error.contains("port 0"),
         "{error}"
     );
-    let version_after = server
-        .cache
-        .groups()
-        .iter()
-        .filter_map(|g| server.cache.get(g))
-        .map(|s| s.version().to_owned())
-        .collect::<Vec<_>>();
+    let version_after = server.versions();
     assert_eq!(
         version_before, version_after,
         "a failed run must publish nothing"

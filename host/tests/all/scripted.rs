@@ -30,6 +30,17 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The version of every group's current resources: equal before and after means nothing
+    /// was published.
+    pub fn versions(&self) -> Vec<String> {
+        self.cache
+            .groups()
+            .iter()
+            .filter_map(|g| self.cache.get(g))
+            .map(|s| s.version().to_owned())
+            .collect()
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|b| b).await
     }

@@ -158,13 +158,16 @@ async fn envoy_connects_over_mtls_and_clients_without_a_valid_certificate_are_re
         "a client without a certificate was served"
     );
     // A valid certificate may only claim the node id it names.
-    let ch = tls_channel(
-        server.addr.port(),
-        &pki.path("ca.pem"),
-        Some((&pki.path("intruder.pem"), &pki.path("intruder.key"))),
-    )
-    .await
-    .unwrap();
+    let intruder = async || {
+        tls_channel(
+            server.addr.port(),
+            &pki.path("ca.pem"),
+            Some((&pki.path("intruder.pem"), &pki.path("intruder.key"))),
+        )
+        .await
+        .unwrap()
+    };
+    let ch = intruder().await;
     let err = first_cds(ch, "envoy-tls").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
@@ -172,13 +175,7 @@ async fn envoy_connects_over_mtls_and_clients_without_a_valid_certificate_are_re
         "{}",
         err.message()
     );
-    let ch = tls_channel(
-        server.addr.port(),
-        &pki.path("ca.pem"),
-        Some((&pki.path("intruder.pem"), &pki.path("intruder.key"))),
-    )
-    .await
-    .unwrap();
+    let ch = intruder().await;
     server
         .cache
         .set("intruder", set(vec![res(T_CLUSTER, "c", "c")]));
