@@ -44,6 +44,20 @@ pub struct XdsConfig {
     pub group_by: GroupBy,
     /// Most names one stream may subscribe to per type (default 50,000).
     pub max_names_per_type: usize,
+    /// Most resource types one aggregated stream may subscribe to (default 64).
+    pub max_types: Option<usize>,
+    /// Longest resource name, type URL or announced version a request may carry, in bytes
+    /// (default 4,096).
+    pub max_name_bytes: Option<usize>,
+    /// Most bytes of names one stream may make the server hold, over all its types and
+    /// requests (default 8 MiB).
+    pub max_names_bytes: Option<usize>,
+    /// Largest node (id, metadata, …, encoded) a stream or fetch may carry, in bytes (default
+    /// 64 KiB).
+    pub max_node_bytes: Option<usize>,
+    /// Types the server does not serve that one stream may wait for (default 4); requests
+    /// for more are left unanswered and not stored.
+    pub max_unserved_types: Option<usize>,
     /// Heartbeat period for resources with a TTL, in ms (default 10,000).
     pub heartbeat_ms: u64,
     /// TLS (and mutual TLS) on the xDS port; plaintext when absent.
@@ -62,6 +76,28 @@ pub struct XdsConfig {
     /// On SIGTERM/SIGINT: how long open streams may drain after clients were told to go
     /// elsewhere (HTTP/2 GOAWAY), in ms (default 5,000). Then the server exits.
     pub drain_ms: u64,
+    /// A connection that has opened no stream this long after it was accepted (TLS handshake
+    /// and HTTP/2 preface included) is closed, in ms (default 10,000).
+    pub first_request_timeout_ms: Option<u64>,
+    /// A connection with no open stream for this long is closed, in ms (default 300,000;
+    /// keepalive pings are not activity).
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections older than this (± 10 %, drawn per connection) are told to go away so that
+    /// clients rebalance across replicas, in ms (default: no limit).
+    pub max_connection_age_ms: Option<u64>,
+    /// How long a connection told to go away may finish its streams, in ms (default 10,000).
+    pub go_away_grace_ms: Option<u64>,
+    /// Streams a client may open and reset before they are accepted until its connection is
+    /// closed (HTTP/2 rapid reset; default 20).
+    pub max_pending_reset_streams: Option<usize>,
+    /// Streams the server may reset for a client's errors until its connection is closed
+    /// (default 1,024).
+    pub max_local_error_reset_streams: Option<usize>,
+    /// Connections accepted per second after `accept_burst` (default 2,000): a reconnect storm
+    /// waits in the backlog, it is never refused for it.
+    pub accept_rate: Option<u32>,
+    /// Connections accepted at once before `accept_rate` applies (default 10,000).
+    pub accept_burst: Option<u32>,
 }
 
 impl Default for XdsConfig {
@@ -69,15 +105,28 @@ impl Default for XdsConfig {
         XdsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 18000)),
             group_by: GroupBy::Identity,
-            max_names_per_type: 50_000,
-            heartbeat_ms: 10_000,
+            max_names_per_type: crate::xds::StreamLimits::default().max_names_per_type,
+            max_types: None,
+            max_name_bytes: None,
+            max_names_bytes: None,
+            max_node_bytes: None,
+            max_unserved_types: None,
+            heartbeat_ms: millis(crate::xds::DEFAULT_HEARTBEAT_INTERVAL),
             drain_ms: 5_000,
             tls: None,
             max_connections: None,
             max_streams_per_connection: None,
-            max_message_bytes: 16 << 20,
-            keepalive_ms: 30_000,
-            keepalive_timeout_ms: 10_000,
+            max_message_bytes: crate::xds::DEFAULT_MAX_MESSAGE_BYTES,
+            keepalive_ms: millis(crate::xds::DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout_ms: millis(crate::xds::DEFAULT_KEEPALIVE_TIMEOUT),
+            first_request_timeout_ms: None,
+            idle_timeout_ms: None,
+            max_connection_age_ms: None,
+            go_away_grace_ms: None,
+            max_pending_reset_streams: None,
+            max_local_error_reset_streams: None,
+            accept_rate: None,
+            accept_burst: None,
         }
     }
 }
@@ -142,6 +191,11 @@ pub struct PipelineConfig {
     pub debounce_ms: u64,
     /// Longest a change waits for its burst to end, in ms (default 1000).
     pub max_delay_ms: u64,
+    /// How long a node group is kept after its last stream closed, in ms (default 300,000:
+    /// five minutes). Then its record, cache entry and results are forgotten, and a node that
+    /// comes back is computed afresh. `0` forgets a group as its last stream closes (then
+    /// clients that only make unary fetches are never served).
+    pub group_grace_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -149,8 +203,13 @@ impl Default for PipelineConfig {
         PipelineConfig {
             debounce_ms: 100,
             max_delay_ms: 1000,
+            group_grace_ms: millis(crate::pipeline::DEFAULT_GROUP_GRACE),
         }
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `[inputs]`.
@@ -286,14 +345,88 @@ impl Config {
         if let Some(dir) = &mut config.inputs.dir {
             *dir = base.join(&*dir);
         }
-        if let Some(etcd) = &config.inputs.etcd {
-            if etcd.endpoints.is_empty() {
-                return Err(err(
-                    "inputs.etcd.endpoints is empty: give at least one".into()
-                ));
+        config.check().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work (a zero interval, an empty prefix, a limit of
+    /// nothing); the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(format!("{key} is 0: it must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let x = &self.xds;
+        positive("xds.max_names_per_type", x.max_names_per_type as u64)?;
+        positive("xds.heartbeat_ms", x.heartbeat_ms)?;
+        positive("xds.max_message_bytes", x.max_message_bytes as u64)?;
+        positive("xds.keepalive_ms", x.keepalive_ms)?;
+        positive("xds.keepalive_timeout_ms", x.keepalive_timeout_ms)?;
+        if let Some(max) = x.max_connections {
+            positive("xds.max_connections", max as u64)?;
+        }
+        if let Some(max) = x.max_streams_per_connection {
+            positive("xds.max_streams_per_connection", u64::from(max))?;
+        }
+        for (key, value) in [
+            ("xds.max_types", x.max_types.map(|v| v as u64)),
+            ("xds.max_name_bytes", x.max_name_bytes.map(|v| v as u64)),
+            ("xds.max_names_bytes", x.max_names_bytes.map(|v| v as u64)),
+            ("xds.max_node_bytes", x.max_node_bytes.map(|v| v as u64)),
+            ("xds.first_request_timeout_ms", x.first_request_timeout_ms),
+            ("xds.idle_timeout_ms", x.idle_timeout_ms),
+            ("xds.max_connection_age_ms", x.max_connection_age_ms),
+            ("xds.go_away_grace_ms", x.go_away_grace_ms),
+            (
+                "xds.max_pending_reset_streams",
+                x.max_pending_reset_streams.map(|v| v as u64),
+            ),
+            (
+                "xds.max_local_error_reset_streams",
+                x.max_local_error_reset_streams.map(|v| v as u64),
+            ),
+            ("xds.accept_rate", x.accept_rate.map(u64::from)),
+            ("xds.accept_burst", x.accept_burst.map(u64::from)),
+        ] {
+            if let Some(v) = value {
+                positive(key, v)?;
             }
         }
-        Ok(config)
+        positive("reload.interval_ms", self.reload.interval_ms)?;
+        positive("pipeline.debounce_ms", self.pipeline.debounce_ms)?;
+        positive("pipeline.max_delay_ms", self.pipeline.max_delay_ms)?;
+        if self.pipeline.debounce_ms > self.pipeline.max_delay_ms {
+            return Err(format!(
+                "pipeline.debounce_ms ({}) is longer than pipeline.max_delay_ms ({}): a burst \
+                 could never end before its deadline",
+                self.pipeline.debounce_ms, self.pipeline.max_delay_ms
+            ));
+        }
+        if let Some(etcd) = &self.inputs.etcd {
+            if etcd.endpoints.is_empty() {
+                return Err("inputs.etcd.endpoints is empty: give at least one".into());
+            }
+            if etcd.endpoints.iter().any(|e| e.trim().is_empty()) {
+                return Err("inputs.etcd.endpoints has an empty endpoint".into());
+            }
+            if etcd.prefix.is_empty() {
+                return Err("inputs.etcd.prefix is empty: it would read all of etcd".into());
+            }
+        }
+        for p in &self.plugins {
+            if p.name.trim().is_empty() {
+                return Err("plugins.name is empty: every plugin needs a name".into());
+            }
+            let key = |field: &str| format!("plugins.{}.limits.{field}", p.name);
+            positive(&key("deadline_ms"), p.limits.deadline_ms)?;
+            positive(&key("memory_bytes"), p.limits.memory_bytes as u64)?;
+            positive(&key("max_input_bytes"), p.limits.max_input_bytes as u64)?;
+            positive(&key("max_output_bytes"), p.limits.max_output_bytes as u64)?;
+        }
+        Ok(())
     }
 }
 
@@ -357,6 +490,49 @@ mod tests {
             load("[[inputs.kubernetes.custom]]\ngroup = \"g\"\nversion = \"v1\"\nkind = \"K\"\n")
                 .unwrap_err();
         assert!(e.contains("plural"), "{e}");
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).map_err(|e| e.to_string())
+        };
+        for (text, key) in [
+            ("[reload]\ninterval_ms = 0\n", "reload.interval_ms"),
+            ("[xds]\nheartbeat_ms = 0\n", "xds.heartbeat_ms"),
+            ("[xds]\nkeepalive_ms = 0\n", "xds.keepalive_ms"),
+            ("[xds]\nmax_connections = 0\n", "xds.max_connections"),
+            ("[xds]\nmax_names_per_type = 0\n", "xds.max_names_per_type"),
+            ("[pipeline]\nmax_delay_ms = 0\n", "pipeline.max_delay_ms"),
+            (
+                "[pipeline]\ndebounce_ms = 500\nmax_delay_ms = 100\n",
+                "pipeline.debounce_ms",
+            ),
+            (
+                "[inputs]\netcd = { endpoints = [\"a:1\"], prefix = \"\" }\n",
+                "inputs.etcd.prefix",
+            ),
+            (
+                "[[plugins]]\nname = \"m\"\npath = \"m.wasm\"\nlimits = { deadline_ms = 0 }\n",
+                "plugins.m.limits.deadline_ms",
+            ),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+        let c = load("[pipeline]\ngroup_grace_ms = 0\n").unwrap();
+        assert_eq!(
+            c.pipeline.group_grace_ms, 0,
+            "a zero grace is allowed: forget at once"
+        );
+        assert_eq!(
+            load("").unwrap().pipeline.group_grace_ms,
+            300_000,
+            "five minutes by default"
+        );
     }
 
     #[test]

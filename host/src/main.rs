@@ -3,23 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use nebucloud_xds::admin::{router, AdminState, Readiness};
+use nebucloud_xds::app::{load_chain, load_inputs, App};
 use nebucloud_xds::cache::load_resource_dir;
-use nebucloud_xds::config::{Config, GroupBy};
-use nebucloud_xds::inputs::{watch_dir, DirSource, EtcdSource, InputStore, KubernetesSource};
-use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
+use nebucloud_xds::config::Config;
 use nebucloud_xds::plugins::{
-    bench_plugin, watch_plugin_files, BenchOptions, EngineOptions, InputView, Plugin, PluginChain,
-    PluginEngine, PluginLimits, PluginSlots, SlotSpec,
+    bench_plugin, BenchOptions, EngineOptions, Plugin, PluginEngine, PluginLimits,
 };
 use nebucloud_xds::schema::Schema;
-use nebucloud_xds::xds::{ByCluster, ByIdentity, ByNodeId, StreamLimits, XdsServerBuilder};
-use nebucloud_xds::{Cache, XdsServer};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 /// An xDS control plane whose configuration logic is user code: WebAssembly plugins.
@@ -218,214 +212,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Loads every plugin of the config, in order; the first that fails stops everything with
-/// its name, file and reason.
-fn load_plugins(config: &Config, engine: &PluginEngine) -> anyhow::Result<Vec<SlotSpec>> {
-    let mut plugins = Vec::new();
-    for p in &config.plugins {
-        let wasm = std::fs::read(&p.path)
-            .with_context(|| format!("plugin {}: cannot read {}", p.name, p.path.display()))?;
-        let plugin = Plugin::load(engine, &p.name, &wasm, &p.config_json(), p.limits)
-            .with_context(|| format!("plugin {} ({})", p.name, p.path.display()))?;
-        tracing::info!(plugin = %p.name, hash = plugin.hash(), "plugin loaded");
-        plugins.push(SlotSpec {
-            name: p.name.clone(),
-            path: p.path.clone(),
-            config: p.config_json(),
-            limits: p.limits,
-            plugin: Arc::new(plugin),
-        });
-    }
-    Ok(plugins)
-}
-
-fn load_chain(config: &Config, engine: &PluginEngine) -> anyhow::Result<PluginChain> {
-    Ok(PluginChain::new(
-        load_plugins(config, engine)?
-            .into_iter()
-            .map(|s| s.plugin)
-            .collect(),
-    ))
-}
-
-/// Reads the inputs directory once; returns the store and the source to keep watching.
-fn load_inputs(dir: Option<&Path>) -> anyhow::Result<(Arc<InputStore>, Option<DirSource>)> {
-    let store = Arc::new(InputStore::new());
-    let Some(dir) = dir else {
-        return Ok((store, None));
-    };
-    let mut source = DirSource::new(dir, Arc::clone(&store))?;
-    let (_, errors) = source.scan();
-    for e in errors {
-        tracing::warn!(error = %e, "input file skipped until it parses");
-    }
-    Ok((store, Some(source)))
-}
-
-fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
-    let builder = XdsServer::builder(cache)
-        .limits(StreamLimits {
-            max_names_per_type: config.xds.max_names_per_type,
-            ..StreamLimits::default()
-        })
-        .heartbeat_interval(Duration::from_millis(config.xds.heartbeat_ms))
-        .max_message_bytes(config.xds.max_message_bytes)
-        .keepalive(
-            Duration::from_millis(config.xds.keepalive_ms),
-            Duration::from_millis(config.xds.keepalive_timeout_ms),
-        );
-    let builder = match &config.xds.tls {
-        Some(tls) => builder.tls(tls.clone()),
-        None => builder,
-    };
-    let builder = match config.xds.max_connections {
-        Some(max) => builder.max_connections(max),
-        None => builder,
-    };
-    let builder = match config.xds.max_streams_per_connection {
-        Some(max) => builder.max_streams_per_connection(max),
-        None => builder,
-    };
-    match config.xds.group_by {
-        GroupBy::Identity => builder.grouping(ByIdentity),
-        GroupBy::NodeId => builder.grouping(ByNodeId),
-        GroupBy::Cluster => builder.grouping(ByCluster),
-    }
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let cache = Cache::new();
-    let readiness = Arc::new(Readiness::new());
-    let config = match (&args.config, &args.resources) {
-        (Some(path), _) => Config::load(path)?,
-        (None, Some(_)) => Config::default_for_resources(),
+    let app = match (&args.config, &args.resources) {
+        (Some(path), _) => App::build(Config::load(path)?).await?,
+        (None, Some(dir)) => App::with_resources(Config::default_for_resources(), dir)?,
         (None, None) => {
             anyhow::bail!("give --config FILE (plugins) or --resources DIR (static resources)")
         }
     };
-    let (builder, pipeline, slots) = if let Some(dir) = &args.resources {
-        for (group, set) in load_resource_dir(dir).context("loading resources")? {
-            tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
-            cache.set(&group, set);
-        }
-        (
-            server_builder(&config, cache).grouping(ByNodeId),
-            None,
-            None,
-        )
-    } else {
-        let engine =
-            PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let specs = load_plugins(&config, &engine)?;
-        let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
-        readiness.set("inputs", false);
-        let (store, source) = load_inputs(config.inputs.dir.as_deref())?;
-        let options = PipelineOptions {
-            debounce: Duration::from_millis(config.pipeline.debounce_ms),
-            max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
-            ..PipelineOptions::default()
-        };
-        let pipeline = Pipeline::start(
-            cache.clone(),
-            chain,
-            Arc::clone(&store) as Arc<dyn InputView>,
-            options,
-        );
-        readiness.set("inputs", true);
-        if let Some(source) = source {
-            let p = pipeline.clone();
-            tokio::spawn(watch_dir(source, Duration::from_millis(250), move |keys| {
-                p.inputs_changed(keys)
-            }));
-        }
-        if let Some(etcd) = &config.inputs.etcd {
-            let source = EtcdSource::new(
-                etcd.endpoints.clone(),
-                etcd.prefix.clone(),
-                Arc::clone(&store),
-            );
-            let health = source.health();
-            readiness.set("etcd", false);
-            let r = Arc::clone(&readiness);
-            tokio::spawn(async move {
-                if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
-                    r.set("etcd", true);
-                }
-            });
-            let p = pipeline.clone();
-            tokio::spawn(source.run(move |keys| p.inputs_changed(keys)));
-        }
-        if let Some(k8s) = &config.inputs.kubernetes {
-            let source = KubernetesSource::connect(k8s, Arc::clone(&store)).await?;
-            let health = source.health();
-            readiness.set("kubernetes", false);
-            let r = Arc::clone(&readiness);
-            tokio::spawn(async move {
-                if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
-                    r.set("kubernetes", true);
-                }
-            });
-            let p = pipeline.clone();
-            tokio::spawn(source.run(move |keys| p.inputs_changed(keys)));
-        }
-        let slots = PluginSlots::new(engine, pipeline.clone(), specs);
-        if config.reload.watch {
-            tokio::spawn(watch_plugin_files(
-                slots.clone(),
-                Duration::from_millis(config.reload.interval_ms),
-                Duration::from_millis(config.reload.settle_ms),
-            ));
-        }
-        (
-            server_builder(&config, cache).observer(pipeline.clone()),
-            Some(pipeline),
-            Some(slots),
-        )
-    };
-    let server = builder.build();
-    let admin = AdminState {
-        server: server.clone(),
-        pipeline,
-        plugins: slots,
-        metrics: Some(metrics),
-        readiness,
-    };
-    let admin_addr = args.admin_listen.unwrap_or(config.admin.listen);
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?;
-    tracing::info!(addr = %admin_listener.local_addr()?, "serving the admin API");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, router(admin)).await {
-            tracing::error!(error = %e, "admin API stopped");
-        }
-    });
-    let listen = args.listen.unwrap_or(config.xds.listen);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving xDS");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = Duration::from_millis(config.xds.drain_ms);
-    let mut stopped = stop_rx.clone();
-    let serving = server.serve_with_shutdown(listener, async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    // Open xDS streams outlive a graceful shutdown: after GOAWAY they get `drain` to finish,
-    // then the process exits and clients reconnect elsewhere, keeping their config.
-    let deadline = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(drain).await;
-        tracing::info!(?drain, "drain deadline reached; exiting");
-    };
-    tokio::select! {
-        r = serving => r?,
-        () = deadline => {}
-    }
+    // Open xDS streams outlive a graceful shutdown: after GOAWAY they get the drain time to
+    // finish, then the process exits and clients reconnect elsewhere, keeping their config.
+    app.metrics(metrics)
+        .spawn(args.listen, args.admin_listen)
+        .await?
+        .run_until(shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -112,8 +112,18 @@ async fn node_config(State(s): State<AdminState>, Path(id): Path<String>) -> Res
     Json(serde_json::json!({ "node": id, "group": status.group, "version": set.version(), "resources": resources })).into_response()
 }
 
+/// Every group with its streams and idle time, and the lifecycle's totals.
 async fn groups(State(s): State<AdminState>) -> Response {
-    Json(s.pipeline.map(|p| p.groups()).unwrap_or_default()).into_response()
+    let Some(p) = s.pipeline else {
+        return Json(serde_json::json!({ "count": 0, "evicted": 0, "groups": [] })).into_response();
+    };
+    Json(serde_json::json!({
+        "count": p.group_count(),
+        "evicted": p.evicted_groups(),
+        "grace_ms": u64::try_from(p.group_grace().as_millis()).unwrap_or(u64::MAX),
+        "groups": p.groups(),
+    }))
+    .into_response()
 }
 
 async fn plugins(State(s): State<AdminState>) -> Response {
@@ -150,6 +160,11 @@ fn reload_response(result: Result<crate::plugins::ReloadOutcome, ReloadError>) -
     match result {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e @ ReloadError::UnknownPlugin(_)) => not_found(e.to_string()),
+        Err(e @ ReloadError::Unavailable) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(e @ ReloadError::Busy) => (
             StatusCode::CONFLICT,
             Json(serde_json::json!({ "error": e.to_string() })),

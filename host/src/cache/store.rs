@@ -56,6 +56,14 @@ impl Cache {
         self.sender(group).subscribe()
     }
 
+    /// Withdraws the group's resources until the next [`Cache::set`]: its streams keep what
+    /// they have, and a stream that opens meanwhile waits for the next set.
+    pub fn clear(&self, group: &str) {
+        if let Some(s) = self.groups.get(group) {
+            s.send_if_modified(|current| current.take().is_some());
+        }
+    }
+
     /// Forgets a group: its streams keep what they have and see no further change.
     pub fn remove(&self, group: &str) {
         self.groups.remove(group);
@@ -121,6 +129,9 @@ mod tests {
         assert_eq!(groups, vec!["a".to_owned()]);
         let _rx = cache.watch("b");
         assert_eq!(cache.watchers("b"), 1);
+        cache.clear("a");
+        assert!(cache.get("a").is_none(), "cleared");
+        assert!(cache.set("a", set(1)), "a set after a clear is published");
         cache.remove("a");
         assert!(cache.get("a").is_none());
     }

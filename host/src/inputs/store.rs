@@ -97,6 +97,14 @@ impl InputView for InputStore {
             })
             .collect()
     }
+
+    /// A thread panicked while writing the store: its reads answer nothing from now on, so
+    /// every run fails and each group keeps its last good config.
+    fn fault(&self) -> Option<String> {
+        self.docs
+            .is_poisoned()
+            .then(|| "the input store was left inconsistent by a panic".to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +141,20 @@ mod tests {
         assert!(s
             .replace_source("a.yaml", vec![doc("Service", "x", "1")])
             .is_empty());
+        assert!(s.fault().is_none());
+    }
+
+    #[test]
+    fn a_store_poisoned_by_a_panic_reports_a_fault_instead_of_answering_nothing() {
+        let s = Arc::new(InputStore::new());
+        s.replace_source("a.yaml", vec![doc("Service", "x", "1")]);
+        let poisoner = Arc::clone(&s);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.docs.write();
+            panic!("a bug while the store is written");
+        })
+        .join();
+        assert!(s.get("Service", "x").is_none(), "reads answer nothing");
+        assert!(s.fault().is_some(), "and say so");
     }
 }

@@ -1,7 +1,7 @@
 //! What the pipeline remembers per node group: a node to compute for, what the last good run
 //! read, and how the last run went.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use serde::Serialize;
@@ -11,10 +11,16 @@ use crate::plugins::{PluginRunError, Reads};
 /// A node group as the pipeline sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupRecord {
-    /// The node the group is computed for (the first that connected).
+    /// The node the group is computed for: the first that connected, replaced by the same
+    /// node id when it comes back with anything else changed.
     pub(crate) node: Node,
-    /// What the last successful run read; `None` until one succeeded.
+    /// What the last run read, successful or not (a failed run records the reads it made
+    /// before failing); `None` until one ran: such a group depends on everything.
     pub(crate) reads: Option<Reads>,
+    /// Open streams (and fetches in progress) of the group's nodes.
+    pub(crate) streams: usize,
+    /// Since when the group has had no stream; `None` while one is open.
+    pub(crate) idle_since: Option<Instant>,
     pub(crate) runs: u64,
     pub(crate) failures: u64,
     pub(crate) last_error: Option<PluginRunError>,
@@ -26,6 +32,8 @@ impl GroupRecord {
         GroupRecord {
             node,
             reads: None,
+            streams: 0,
+            idle_since: None,
             runs: 0,
             failures: 0,
             last_error: None,
@@ -34,7 +42,7 @@ impl GroupRecord {
     }
 
     /// Whether a change of `kind`/`name` makes this group's resources stale. A group that
-    /// never ran successfully depends on everything.
+    /// never ran depends on everything.
     pub(crate) fn affected_by(&self, kind: &str, name: &str) -> bool {
         self.reads.as_ref().is_none_or(|r| r.depends_on(kind, name))
     }
@@ -53,8 +61,14 @@ pub struct GroupStatus {
     pub failures: u64,
     /// The last failure, if the last run failed: plugin, node and message.
     pub last_error: Option<String>,
-    /// The input documents and kinds the last good run read.
+    /// The input documents and kinds the last run read (a failed run: what it read before
+    /// failing).
     pub reads: Vec<String>,
+    /// Open streams of the group's nodes.
+    pub streams: usize,
+    /// How long the group has had no stream, in seconds (`None` while one is open): it is
+    /// forgotten when this reaches the grace period.
+    pub idle_secs: Option<u64>,
 }
 
 impl GroupStatus {
@@ -78,6 +92,8 @@ impl GroupStatus {
             failures: r.failures,
             last_error: r.last_error.as_ref().map(ToString::to_string),
             reads,
+            streams: r.streams,
+            idle_secs: r.idle_since.map(|t| t.elapsed().as_secs()),
         }
     }
 }

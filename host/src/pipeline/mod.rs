@@ -1,10 +1,11 @@
 //! The pipeline: from "something changed" to new resources in the cache. It knows every node
 //! group (with a node to compute it for), what each group's last run read, and runs the plugin
 //! chain for exactly the groups a change affects — coalescing bursts, never publishing a
-//! failed run.
+//! failed run. Groups live while their nodes do, plus a grace period.
 
 mod groups;
+mod lifecycle;
 mod scheduler;
 
 pub use groups::GroupStatus;
-pub use scheduler::{CanaryTarget, Pipeline, PipelineOptions};
+pub use scheduler::{CanaryTarget, Pipeline, PipelineOptions, DEFAULT_GROUP_GRACE};

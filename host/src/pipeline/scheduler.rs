@@ -16,8 +16,7 @@ use tokio::time::Instant;
 
 use super::groups::{GroupRecord, GroupStatus};
 use crate::cache::Cache;
-use crate::plugins::{ChainOutput, InputView, PluginChain, PluginRunError};
-use crate::xds::NodeObserver;
+use crate::plugins::{ChainOutput, InputView, PluginChain, PluginRunError, Reads};
 
 /// How changes are coalesced and how much runs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +27,15 @@ pub struct PipelineOptions {
     pub max_delay: Duration,
     /// How many groups compute at once.
     pub parallelism: usize,
+    /// How long a group is kept after its last stream closed (or its last fetch): then its
+    /// record, its cache entry and its results are forgotten, and a node that comes back is
+    /// computed afresh. Zero forgets a group as its last stream closes.
+    pub group_grace: Duration,
 }
+
+/// The default [`PipelineOptions::group_grace`]: long enough to ride out a proxy's reconnect
+/// or a rolling restart of the control plane, short enough that pod churn does not pile up.
+pub const DEFAULT_GROUP_GRACE: Duration = Duration::from_secs(300);
 
 impl Default for PipelineOptions {
     fn default() -> Self {
@@ -36,12 +43,13 @@ impl Default for PipelineOptions {
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             parallelism: std::thread::available_parallelism().map_or(2, usize::from),
+            group_grace: DEFAULT_GROUP_GRACE,
         }
     }
 }
 
-enum Event {
-    /// A group has a node waiting and no result: compute now, no debounce.
+pub(super) enum Event {
+    /// A group is new (or its node changed): compute now, no debounce.
     Demand(String),
     /// Input documents changed.
     Changed(Vec<(String, String)>),
@@ -64,17 +72,17 @@ pub struct CanaryTarget {
     pub group: String,
     /// The node it is computed for.
     pub node: Node,
-    /// Its last run succeeded: a new chain that fails on it breaks a working config.
-    pub healthy: bool,
 }
 
-struct Inner {
-    cache: Cache,
+pub(super) struct Inner {
+    pub(super) cache: Cache,
     chain: ArcSwap<PluginChain>,
     inputs: Arc<dyn InputView>,
-    groups: DashMap<String, GroupRecord>,
-    events: mpsc::UnboundedSender<Event>,
-    options: PipelineOptions,
+    pub(super) groups: DashMap<String, GroupRecord>,
+    pub(super) events: mpsc::UnboundedSender<Event>,
+    pub(super) options: PipelineOptions,
+    /// Groups forgotten after their grace period, since start.
+    pub(super) evicted: AtomicU64,
     batches: watch::Sender<u64>,
     /// Counts `inputs_changed` calls: results computed while it stayed put are current.
     generation: AtomicU64,
@@ -83,7 +91,7 @@ struct Inner {
 /// Keeps every node group's resources up to date with the inputs and the plugin chain.
 #[derive(Clone)]
 pub struct Pipeline {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -113,8 +121,10 @@ impl Pipeline {
             options,
             batches: watch::Sender::new(0),
             generation: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         });
         tokio::spawn(run(Arc::downgrade(&inner), rx));
+        tokio::spawn(super::lifecycle::sweep_idle_groups(Arc::downgrade(&inner)));
         Pipeline { inner }
     }
 
@@ -187,7 +197,7 @@ impl Pipeline {
             .map(|r| GroupStatus::of(group, &r))
     }
 
-    /// Every group with its node and whether its last run succeeded: what a canary run covers.
+    /// Every group with its node: what a canary run covers.
     pub fn canary_targets(&self) -> Vec<CanaryTarget> {
         self.inner
             .groups
@@ -195,7 +205,6 @@ impl Pipeline {
             .map(|e| CanaryTarget {
                 group: e.key().clone(),
                 node: e.value().node.clone(),
-                healthy: e.value().last_success.is_some() && e.value().last_error.is_none(),
             })
             .collect()
     }
@@ -213,21 +222,6 @@ impl Pipeline {
     /// A receiver that ticks after every completed batch (for tests and benchmarks).
     pub fn batches(&self) -> watch::Receiver<u64> {
         self.inner.batches.subscribe()
-    }
-}
-
-impl NodeObserver for Pipeline {
-    fn node_connected(&self, group: &str, node: &Node) {
-        let known = self.inner.groups.contains_key(group);
-        if !known {
-            self.inner
-                .groups
-                .entry(group.to_owned())
-                .or_insert_with(|| GroupRecord::new(node.clone()));
-        }
-        if !known || self.inner.cache.get(group).is_none() {
-            let _ = self.inner.events.send(Event::Demand(group.to_owned()));
-        }
     }
 }
 
@@ -294,7 +288,7 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         let started = std::time::Instant::now();
         for (group, result) in precomputed {
             if groups.remove(&group) {
-                record(&inner, &group, Ok(result));
+                record(&inner, &group, Ok(result), None);
             }
         }
         futures::stream::iter(groups)
@@ -314,15 +308,26 @@ async fn compute(inner: Arc<Inner>, group: String) {
     };
     let chain = inner.chain.load_full();
     let inputs = Arc::clone(&inner.inputs);
-    let result = tokio::task::spawn_blocking(move || chain.run(&node, inputs)).await;
-    record(&inner, &group, result);
+    let run = tokio::task::spawn_blocking(move || {
+        let mut reads = Reads::default();
+        let result = chain.run_reading(&node, inputs, &mut reads);
+        (result, reads)
+    })
+    .await;
+    match run {
+        Ok((result, reads)) => record(&inner, &group, Ok(result), Some(reads)),
+        Err(join) => record(&inner, &group, Err(join), None),
+    }
 }
 
-/// Records one run of the chain for `group` and publishes its resources if it succeeded.
+/// Records one run of the chain for `group` and publishes its resources if it succeeded. A
+/// failed run records what it read before failing (`reads`, when known), so that only a
+/// change of those runs it again. A group forgotten meanwhile is not brought back.
 fn record(
     inner: &Inner,
     group: &str,
     result: Result<Result<ChainOutput, PluginRunError>, tokio::task::JoinError>,
+    reads: Option<Reads>,
 ) {
     let Some(mut record) = inner.groups.get_mut(group) else {
         return;
@@ -340,7 +345,14 @@ fn record(
         }
         Ok(Err(error)) => {
             record.failures += 1;
-            tracing::warn!(%group, %error, "group keeps its last good resources");
+            if let Some(reads) = reads {
+                record.reads = Some(reads);
+            }
+            if record.last_success.is_some() {
+                tracing::warn!(%group, %error, "group keeps its last good resources");
+            } else {
+                tracing::warn!(%group, %error, "group has no good resources yet");
+            }
             record.last_error = Some(error);
         }
         Err(join) => {

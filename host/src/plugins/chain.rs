@@ -60,8 +60,19 @@ impl PluginChain {
         node: &Node,
         inputs: Arc<dyn InputView>,
     ) -> Result<ChainOutput, PluginRunError> {
+        self.run_reading(node, inputs, &mut Reads::default())
+    }
+
+    /// As [`PluginChain::run`]; whatever the outcome, `reads` receives every input the run
+    /// read, up to and including the stage that failed: a failed group depends on exactly
+    /// those, so only their change runs it again.
+    pub fn run_reading(
+        &self,
+        node: &Node,
+        inputs: Arc<dyn InputView>,
+        reads: &mut Reads,
+    ) -> Result<ChainOutput, PluginRunError> {
         let mut resources: Vec<Resource> = Vec::new();
-        let mut reads = Reads::default();
         let mut reports = Vec::with_capacity(self.plugins.len());
         for plugin in &self.plugins {
             let started = Instant::now();
@@ -77,8 +88,13 @@ impl PluginChain {
                 error
             };
             let (out, report) = plugin
-                .call(node, &resources, Arc::clone(&inputs))
+                .call_reading(node, &resources, Arc::clone(&inputs), reads)
                 .map_err(fail)?;
+            // A read that silently found nothing because the store failed must not become a
+            // config that silently lacks it.
+            if let Some(fault) = inputs.fault() {
+                return Err(fail(PluginFault::InputsUnavailable(fault)));
+            }
             check_output(&resources, &out).map_err(|m| fail(PluginFault::InvalidOutput(m)))?;
             metrics::counter!("plugin_runs_total", "plugin" => plugin.name().to_owned())
                 .increment(1);
@@ -87,7 +103,6 @@ impl PluginChain {
             if let Some(i) = report.instructions {
                 metrics::counter!("plugin_instructions_total", "plugin" => plugin.name().to_owned()).increment(i);
             }
-            reads.extend(report.reads.clone());
             reports.push((plugin.name().to_owned(), report));
             resources = out;
         }
@@ -101,7 +116,7 @@ impl PluginChain {
         })?;
         Ok(ChainOutput {
             resources,
-            reads,
+            reads: reads.clone(),
             reports,
         })
     }
@@ -158,5 +173,6 @@ fn fault_kind(fault: &PluginFault) -> &'static str {
         PluginFault::OutputTooLarge { .. } => "output_size",
         PluginFault::InvalidOutput(_) => "invalid_output",
         PluginFault::Instantiate(_) => "instantiate",
+        PluginFault::InputsUnavailable(_) => "inputs_unavailable",
     }
 }

@@ -21,6 +21,11 @@ pub trait InputView: Send + Sync {
     fn get(&self, kind: &str, name: &str) -> Option<Document>;
     /// Every document of `kind`, in name order.
     fn list(&self, kind: &str) -> Vec<Document>;
+    /// An internal fault that makes reads unreliable (they may have found nothing where
+    /// something is), if there is one now: a run that read during it is not used.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a plugin run read: the dependency record of a node group.

@@ -87,6 +87,10 @@ pub enum PluginFault {
     /// A fresh instance could not be made.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    /// The inputs could not be read reliably (an internal fault of the host): the run may have
+    /// seen too little, so its result is not used.
+    #[error("ran on unreliable inputs: {0}")]
+    InputsUnavailable(String),
 }
 
 /// What one call cost and read.
@@ -296,8 +300,20 @@ impl Plugin {
         resources: &[Resource],
         inputs: Arc<dyn InputView>,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
+        self.call_reading(node, resources, inputs, &mut Reads::default())
+    }
+
+    /// As [`Plugin::call`], and whatever the outcome, `reads` receives what the call read
+    /// before it returned or failed: a failed run depends on exactly those inputs.
+    pub fn call_reading(
+        &self,
+        node: &Node,
+        resources: &[Resource],
+        inputs: Arc<dyn InputView>,
+        reads: &mut Reads,
+    ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
         let start = Instant::now();
-        let result = self.call_inner(node, resources, inputs);
+        let result = self.call_inner(node, resources, inputs, reads);
         match &result {
             Ok((_, report)) => self.stats.record(report.elapsed, report.instructions, None),
             Err(fault) => self.stats.record(start.elapsed(), None, Some(fault)),
@@ -310,6 +326,7 @@ impl Plugin {
         node: &Node,
         resources: &[Resource],
         inputs: Arc<dyn InputView>,
+        reads: &mut Reads,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
         let start = Instant::now();
         let bytes: usize = resources
@@ -346,6 +363,7 @@ impl Plugin {
             .instance
             .call_run(&mut warm.store, &wit_node, &wit_resources);
         warm.store.data_mut().flush_stdio();
+        reads.extend(warm.store.data().reads.clone());
         let report = |store: &Store<CallState>, output_bytes| CallReport {
             reads: store.data().reads.clone(),
             elapsed: start.elapsed(),

@@ -90,6 +90,9 @@ pub enum ReloadError {
     /// Another reload or rollback is under way; one runs at a time.
     #[error("another plugin reload or rollback is in progress; try again when it is done")]
     Busy,
+    /// The plugin slots were left inconsistent by a panic: no chain is built from them.
+    #[error("the plugin slots are unreadable after an internal fault; restart the server")]
+    Unavailable,
 }
 
 /// The result of a reload.
@@ -244,7 +247,9 @@ impl PluginSlots {
             Ok(Err(e)) => return Err(self.refuse(name, hash, e.to_string())),
             Err(e) => return Err(self.refuse(name, hash, format!("load task failed: {e}"))),
         };
-        let candidate = self.chain_with(name, &plugin);
+        let Some(candidate) = self.chain_with(name, &plugin) else {
+            return Err(ReloadError::Unavailable);
+        };
         let canary = match self.canary(name, &candidate).await {
             Ok(c) => c,
             Err(reason) => return Err(self.refuse(name, hash, reason)),
@@ -263,7 +268,9 @@ impl PluginSlots {
                 .clone()
                 .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))
         })?;
-        let chain = self.chain_with(name, &previous);
+        let chain = self
+            .chain_with(name, &previous)
+            .ok_or(ReloadError::Unavailable)?;
         let version = previous.hash().to_owned();
         self.install(name, previous, None, chain, None);
         tracing::info!(plugin = name, %version, "plugin rolled back");
@@ -282,9 +289,13 @@ impl PluginSlots {
         f(slot)
     }
 
-    fn chain_with(&self, name: &str, plugin: &Arc<Plugin>) -> PluginChain {
-        let slots = self.slots.lock().map(|s| {
-            s.iter()
+    /// The current chain with `plugin` in `name`'s place; `None` if the slots are unreadable
+    /// (a panic while they were written), never a chain missing plugins.
+    fn chain_with(&self, name: &str, plugin: &Arc<Plugin>) -> Option<PluginChain> {
+        let slots = self.slots.lock().ok()?;
+        Some(PluginChain::new(
+            slots
+                .iter()
                 .map(|s| {
                     if s.name == name {
                         Arc::clone(plugin)
@@ -292,17 +303,16 @@ impl PluginSlots {
                         Arc::clone(&s.current)
                     }
                 })
-                .collect()
-        });
-        PluginChain::new(slots.unwrap_or_default())
+                .collect(),
+        ))
     }
 
     /// Runs `candidate` for every current group, spread over the pipeline's parallelism, and
-    /// fails if the new version breaks any group: the new plugin faults, or a group the current
-    /// chain serves fails with the new one, whichever plugin then says no. Such a failure is
-    /// checked against the current chain on the same inputs first: if the current chain fails
-    /// too (the inputs changed under the group), the new version is not blamed. On success the
-    /// results are kept, to be published as they are.
+    /// fails if the new version breaks any group that works now: a group fails with the new
+    /// chain (the new plugin faults, or a later one refuses its output) while the current chain
+    /// succeeds on the same group and inputs. A group that fails with both (bad metadata,
+    /// inputs that changed under it) cannot block a reload. On success the results are kept,
+    /// to be published as they are.
     async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<Canary, String> {
         // Read before the inputs: results stand only if no input changed after this point.
         let generation = self.pipeline.input_generation();
@@ -325,16 +335,20 @@ impl PluginSlots {
                         return Err(String::new());
                     }
                     let result = chain.run(&t.node, Arc::clone(&inputs));
+                    // Only a group the current chain serves on the same inputs can refuse the
+                    // new version: one that already fails (bad metadata, inputs that changed
+                    // under it) says nothing about the new version.
                     let blame = match &result {
                         Ok(_) => None,
-                        Err(e) if e.plugin == plugin => {
-                            Some(format!("canary on group {}: {e}", t.group))
-                        }
-                        Err(e) if t.healthy && current.run(&t.node, Arc::clone(&inputs)).is_ok() => {
-                            Some(format!(
-                                "canary on group {}: with this version of {plugin}, {e} (the current version serves this group)",
-                                t.group
-                            ))
+                        Err(e) if current.run(&t.node, Arc::clone(&inputs)).is_ok() => {
+                            Some(if e.plugin == plugin {
+                                format!("canary on group {}: {e}", t.group)
+                            } else {
+                                format!(
+                                    "canary on group {}: with this version of {plugin}, {e} (the current version serves this group)",
+                                    t.group
+                                )
+                            })
                         }
                         Err(_) => None,
                     };

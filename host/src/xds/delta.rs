@@ -14,8 +14,8 @@ use tonic::Status;
 
 use crate::cache::{combined_version, Resource, ResourceSet};
 
-use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
-use super::status::{unix_now, Nack};
+use super::context::{pb_duration, serves, Scope, StreamContext, StreamProtocol};
+use super::status::Nack;
 use super::subscription::SubscriptionState;
 use super::types::{push_rank, removal_deferred};
 
@@ -26,6 +26,9 @@ struct DeltaType {
     /// Name → version of every resource the client holds (told by us, or by the client in
     /// `initial_resource_versions`).
     held: HashMap<String, String>,
+    /// Bytes of `held` that the client announced in `initial_resource_versions` and that are
+    /// not yet reconciled with the group's resources (counted by `max_names_bytes`).
+    announced: usize,
     /// Subscribed names that do not exist and that the client was told so.
     told_absent: BTreeSet<String>,
     nonce: Option<String>,
@@ -34,6 +37,36 @@ struct DeltaType {
     first_unanswered: bool,
     /// Whether resources with a TTL were sent (heartbeats may be due).
     has_ttl: bool,
+}
+
+impl DeltaType {
+    /// Forgets what the subscription no longer covers: the client drops it.
+    fn forget_uncovered(&mut self) {
+        if self.sub.is_wildcard() {
+            return;
+        }
+        let DeltaType {
+            sub,
+            held,
+            announced,
+            ..
+        } = self;
+        held.retain(|name, version| {
+            let keep = sub.covers(name);
+            if !keep {
+                *announced = announced.saturating_sub(name.len() + version.len());
+            }
+            keep
+        });
+    }
+
+    /// Forgets `name`: the client no longer holds it (and, if it had announced it, its
+    /// bytes are no longer held).
+    fn forget(&mut self, name: &str) {
+        if let Some(version) = self.held.remove(name) {
+            self.announced = self.announced.saturating_sub(name.len() + version.len());
+        }
+    }
 }
 
 /// What one type's diff holds.
@@ -54,60 +87,68 @@ pub(crate) struct DeltaStream {
 impl DeltaStream {
     /// The difference between what the client holds of `type_url` and the current set; updates
     /// the record of what it holds as if the diff were sent.
+    ///
+    /// O((h + n) log m) for h names held, n subscribed and m in the set: every name is looked
+    /// up, never searched for.
     fn diff(&mut self, type_url: &str) -> Option<Diff> {
         let set = self.set.as_ref()?;
         let st = self.types.get_mut(type_url)?;
         let of_type = set.of_type(type_url);
+        let exists = |name: &str| of_type.is_some_and(|t| t.get(name).is_some());
+        let DeltaType {
+            sub,
+            held,
+            told_absent,
+            ..
+        } = &mut *st;
         let mut diff = Diff::default();
-        let mut consider = |r: &Arc<Resource>, st: &mut DeltaType| {
-            if st.held.get(r.name()).map(String::as_str) != Some(r.version()) {
-                st.held.insert(r.name().to_owned(), r.version().to_owned());
-                st.told_absent.remove(r.name());
+        let mut consider = |r: &Arc<Resource>| {
+            if held.get(r.name()).map(String::as_str) != Some(r.version()) {
+                held.insert(r.name().to_owned(), r.version().to_owned());
+                told_absent.remove(r.name());
                 diff.changed.push(Arc::clone(r));
             }
         };
         if let Some(of_type) = of_type {
-            if st.sub.is_wildcard() {
-                for r in of_type.iter() {
-                    consider(r, st);
-                }
+            if sub.is_wildcard() {
+                of_type.iter().for_each(&mut consider);
             } else {
-                let names: Vec<String> = st.sub.names().iter().cloned().collect();
-                for name in names {
-                    if let Some(r) = of_type.get(&name) {
-                        consider(r, st);
-                    }
+                sub.names()
+                    .iter()
+                    .filter_map(|name| of_type.get(name))
+                    .for_each(&mut consider);
+            }
+        }
+        held.retain(|name, _| {
+            let keep = exists(name);
+            if !keep {
+                diff.removed.push(name.clone());
+                // A subscribed name reported removed here need not be reported absent again.
+                if sub.names().contains(name) {
+                    told_absent.insert(name.clone());
+                }
+            }
+            keep
+        });
+        // A subscribed name that does not exist is reported removed once, so the client
+        // stops waiting for it; it is sent when it appears. A type the server does not know
+        // and the group has none of is left unanswered (the spec allows it).
+        if serves(type_url, Some(set)) {
+            for name in sub.names() {
+                if !exists(name) && told_absent.insert(name.clone()) {
+                    diff.removed.push(name.clone());
                 }
             }
         }
-        let exists = |name: &str| of_type.is_some_and(|t| t.get(name).is_some());
-        let gone: Vec<String> = st.held.keys().filter(|n| !exists(n)).cloned().collect();
-        for name in gone {
-            st.held.remove(&name);
-            diff.removed.push(name);
-        }
-        // A subscribed name that does not exist is reported removed once, so the client
-        // stops waiting for it; it is sent when it appears.
-        let absent: Vec<String> = st
-            .sub
-            .names()
-            .iter()
-            .filter(|n| !exists(n) && !st.told_absent.contains(*n) && !diff.removed.contains(*n))
-            .cloned()
-            .collect();
-        for name in absent {
-            st.told_absent.insert(name.clone());
-            diff.removed.push(name);
-        }
-        diff.removed.sort();
-        if diff.changed.is_empty()
-            && diff.removed.is_empty()
-            && !(st.first_unanswered && st.sub.is_wildcard())
-        {
-            st.first_unanswered = false;
+        diff.removed.sort_unstable();
+        // Everything the client announced is now reconciled with the set: what it still
+        // holds is what the set has.
+        self.ctx.release_bytes(std::mem::take(&mut st.announced));
+        let first_unanswered = std::mem::take(&mut st.first_unanswered);
+        let answer_empty = first_unanswered && st.sub.is_wildcard() && serves(type_url, Some(set));
+        if diff.changed.is_empty() && diff.removed.is_empty() && !answer_empty {
             return None;
         }
-        st.first_unanswered = false;
         Some(diff)
     }
 
@@ -188,14 +229,26 @@ impl StreamProtocol for DeltaStream {
 
     fn on_request(
         &mut self,
-        req: DeltaDiscoveryRequest,
+        mut req: DeltaDiscoveryRequest,
     ) -> Result<Vec<DeltaDiscoveryResponse>, Status> {
-        let type_url = self.ctx.scope.resolve(&req.type_url)?;
+        let type_url = self.ctx.resolve(&req.type_url)?;
         let first = !self.types.contains_key(&type_url);
+        let subscribe = req.resource_names_subscribe.iter().map(String::as_str);
+        self.ctx.check_name_bytes(&type_url, subscribe)?;
+        let set = self.set.as_deref();
+        if !self
+            .ctx
+            .admit_type(&type_url, set, first, self.types.keys())
+        {
+            return Ok(Vec::new());
+        }
         if first {
             self.ctx.check_types(self.types.len() + 1)?;
-            self.ctx
-                .check_names(&type_url, req.initial_resource_versions.len())?;
+            let initial = &req.initial_resource_versions;
+            self.ctx.check_names(&type_url, initial.len())?;
+            let announced = initial.iter().flat_map(|(n, v)| [n.as_str(), v.as_str()]);
+            self.ctx.check_name_bytes(&type_url, announced)?;
+            self.ctx.hold_bytes(0, type_url.len())?;
         }
         let st = self.types.entry(type_url.clone()).or_default();
         self.ctx
@@ -206,18 +259,11 @@ impl StreamProtocol for DeltaStream {
                 match &req.error_detail {
                     Some(err) => self.ctx.record.nacked(
                         &type_url,
-                        Nack {
-                            nonce: req.response_nonce.clone(),
-                            rejected_version: st.sent_version.clone(),
-                            kept_version: String::new(),
-                            code: err.code,
-                            message: err.message.clone(),
-                            at_unix_secs: unix_now(),
-                        },
+                        Nack::from_client(&req.response_nonce, st.sent_version.clone(), "", err),
                     ),
                     None => {
-                        let v = st.sent_version.clone().unwrap_or_default();
-                        self.ctx.record.acked(&type_url, &v);
+                        let v = st.sent_version.as_deref().unwrap_or_default();
+                        self.ctx.record.acked(&type_url, v);
                     }
                 }
             } else {
@@ -227,6 +273,7 @@ impl StreamProtocol for DeltaStream {
             }
         }
 
+        let before = st.sub.bytes() + st.announced;
         let change = st.sub.apply_delta(
             first,
             &req.resource_names_subscribe,
@@ -234,19 +281,22 @@ impl StreamProtocol for DeltaStream {
         );
         if first {
             st.first_unanswered = true;
-            st.held = req.initial_resource_versions.clone();
+            st.held = std::mem::take(&mut req.initial_resource_versions);
+            st.announced = st.held.iter().map(|(n, v)| n.len() + v.len()).sum();
+            st.forget_uncovered();
         }
         for name in &change.removed {
             // The client forgets what it unsubscribed from, unless the wildcard still covers it.
             if !st.sub.covers(name) {
-                st.held.remove(name);
+                st.forget(name);
             }
             st.told_absent.remove(name);
         }
-        if !st.sub.is_wildcard() {
-            let sub = st.sub.clone();
-            st.held.retain(|name, _| sub.covers(name));
+        if change.wildcard_removed {
+            // Checked only when the wildcard goes: explicit unsubscribes are handled one by one.
+            st.forget_uncovered();
         }
+        self.ctx.hold_bytes(before, st.sub.bytes() + st.announced)?;
         Ok(self
             .diff(&type_url)
             .map(|d| vec![self.response(&type_url, &d.changed, d.removed, false)])
@@ -277,6 +327,11 @@ impl StreamProtocol for DeltaStream {
             out.push(self.response(&type_url, &[], removed, false));
         }
         out
+    }
+
+    #[cfg(test)]
+    fn name_bytes(&self) -> usize {
+        self.ctx.name_bytes()
     }
 
     fn needs_heartbeat(&self) -> bool {

@@ -13,7 +13,8 @@ use tonic::transport::Server;
 
 use crate::cache::Cache;
 
-use super::admission;
+use super::admission::{self, AcceptRate};
+use super::connection::{self, ConnectionCounters, ConnectionRules};
 use super::context::StreamLimits;
 use super::services;
 use super::status::NodeRegistry;
@@ -35,11 +36,24 @@ where
     }
 }
 
-/// Told when a node opens a stream, so that its group can be computed if it has no resources
-/// yet. The plugin pipeline is one.
+/// Told when a node opens and closes a stream, so that its group can be computed when it is
+/// needed and forgotten when it is not. The plugin pipeline is one.
 pub trait NodeObserver: Send + Sync + 'static {
     /// A node of `group` opened a stream. Must not block.
     fn node_connected(&self, group: &str, node: &Node);
+
+    /// A stream announced by [`NodeObserver::node_connected`] closed. Must not block.
+    fn node_disconnected(&self, group: &str) {
+        let _ = group;
+    }
+
+    /// A node of `group` made a unary fetch: the group is needed, but no stream holds it. By
+    /// default a stream that opens and closes at once, so the group lives for the observer's
+    /// grace period and no longer.
+    fn node_fetched(&self, group: &str, node: &Node) {
+        self.node_connected(group, node);
+        self.node_disconnected(group);
+    }
 }
 
 /// One group per node id: `Cache::set(node_id, …)` configures that node.
@@ -111,6 +125,9 @@ pub(crate) struct Shared {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_streams_per_connection: Option<u32>,
     pub(crate) keepalive: (Duration, Duration),
+    pub(crate) connection_rules: ConnectionRules,
+    pub(crate) accept_rate: AcceptRate,
+    pub(crate) connection_counters: Arc<ConnectionCounters>,
 }
 
 /// An xDS management server over a [`Cache`]: ADS and every per-type discovery service, each
@@ -142,6 +159,8 @@ pub struct XdsServerBuilder {
     max_connections: Option<usize>,
     max_streams_per_connection: Option<u32>,
     keepalive: (Duration, Duration),
+    connection_rules: ConnectionRules,
+    accept_rate: AcceptRate,
 }
 
 impl XdsServerBuilder {
@@ -164,6 +183,69 @@ impl XdsServerBuilder {
     #[must_use]
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = (interval, timeout);
+        self
+    }
+
+    /// A connection that has opened no stream `timeout` after it was accepted (TLS
+    /// handshake and HTTP/2 preface included) is told to go away and closed (default 10 s):
+    /// connections that say nothing cannot hold the connection limit.
+    #[must_use]
+    pub fn first_request_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_rules.first_request_timeout = timeout;
+        self
+    }
+
+    /// A connection with no open stream for `timeout` is told to go away and closed
+    /// (default 5 min). Keepalive pings are not activity: only gRPC calls are.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_rules.idle_timeout = timeout;
+        self
+    }
+
+    /// A connection older than `age` ± 10 % (drawn per connection) is told to go away, so
+    /// that clients rebalance across replicas; `None` (the default) lets connections live.
+    #[must_use]
+    pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.connection_rules.max_age = age;
+        self
+    }
+
+    /// How long the open streams of a connection told to go away (first request, idle, max
+    /// age) may go on before it is closed (default 10 s). xDS streams never end by
+    /// themselves: at the end of the grace their clients reconnect.
+    #[must_use]
+    pub fn go_away_grace(mut self, grace: Duration) -> Self {
+        self.connection_rules.go_away_grace = grace;
+        self
+    }
+
+    /// How many streams a client may open and reset before the server has accepted them
+    /// until its connection is closed (HTTP/2 "rapid reset"; default 20, h2's own).
+    #[must_use]
+    pub fn max_pending_reset_streams(mut self, max: usize) -> Self {
+        self.connection_rules.max_pending_reset_streams = max;
+        self
+    }
+
+    /// How many streams the server may reset for a client's errors until its connection
+    /// is closed (default 1024, hyper's own).
+    #[must_use]
+    pub fn max_local_error_reset_streams(mut self, max: usize) -> Self {
+        self.connection_rules.max_local_error_reset_streams = max;
+        self
+    }
+
+    /// Accepts at most `burst` connections at once, then `per_second` (default 2,000 a second
+    /// after a burst of 10,000; each at least 1). Connections beyond the rate wait in the
+    /// kernel's backlog and are accepted later, never refused for it: after a restart, a
+    /// reconnecting fleet is admitted at this pace.
+    #[must_use]
+    pub fn accept_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.accept_rate = AcceptRate {
+            per_second: per_second.max(1),
+            burst: burst.max(1),
+        };
         self
     }
 
@@ -228,10 +310,22 @@ impl XdsServerBuilder {
                 max_connections: self.max_connections,
                 max_streams_per_connection: self.max_streams_per_connection,
                 keepalive: self.keepalive,
+                connection_rules: self.connection_rules,
+                accept_rate: self.accept_rate,
+                connection_counters: Arc::default(),
             }),
         }
     }
 }
+
+/// How often TTL'd resources are refreshed by heartbeats, by default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// The largest request decoded and response encoded, by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// HTTP/2 keepalive ping interval, by default.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered, by default.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl XdsServer {
     /// A builder over `cache`, with defaults: groups by node id, default limits.
@@ -241,12 +335,14 @@ impl XdsServer {
             grouping: Box::new(ByNodeId),
             observer: None,
             limits: StreamLimits::default(),
-            heartbeat_interval: Duration::from_secs(10),
-            max_message_bytes: 16 << 20,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tls: None,
             max_connections: None,
             max_streams_per_connection: None,
-            keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
+            keepalive: (DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT),
+            connection_rules: ConnectionRules::default(),
+            accept_rate: AcceptRate::default(),
         }
     }
 
@@ -258,6 +354,19 @@ impl XdsServer {
     /// What each connected node was sent, ACKed and NACKed.
     pub fn nodes(&self) -> &Arc<NodeRegistry> {
         &self.shared.nodes
+    }
+
+    /// How many accepts the accept rate has held back while a client was waiting
+    /// (`xds_connections_accept_delayed_total`).
+    pub fn accepts_delayed(&self) -> u64 {
+        let delayed = &self.shared.connection_counters.accepts_delayed;
+        delayed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many connections the server closed by each rule, labelled as in
+    /// `xds_connections_closed_total`: `first_request_timeout`, `idle`, `max_age`.
+    pub fn connections_closed(&self) -> [(&'static str, u64); 3] {
+        self.shared.connection_counters.closed()
     }
 
     /// Every discovery service as tonic routes, to mount beside other services.
@@ -274,8 +383,8 @@ impl XdsServer {
             .await
     }
 
-    /// Serves on an already bound listener until `shutdown` completes, then lets open streams
-    /// finish.
+    /// Serves on an already bound listener until `shutdown` completes, then sends every
+    /// connection a GOAWAY and lets open streams finish.
     pub async fn serve_with_shutdown(
         self,
         listener: TcpListener,
@@ -287,10 +396,13 @@ impl XdsServer {
                 .set_service_status(service, tonic_health::ServingStatus::Serving)
                 .await;
         }
+        let rules = self.shared.connection_rules;
         let mut builder = Server::builder()
             .http2_keepalive_interval(Some(self.shared.keepalive.0))
             .http2_keepalive_timeout(Some(self.shared.keepalive.1))
-            .max_concurrent_streams(self.shared.max_streams_per_connection);
+            .max_concurrent_streams(self.shared.max_streams_per_connection)
+            .http2_max_pending_accept_reset_streams(Some(rules.max_pending_reset_streams))
+            .http2_max_local_error_reset_streams(Some(rules.max_local_error_reset_streams));
         let mut refusal = None;
         if let Some(tls) = &self.shared.tls {
             let files = tls.read().map_err(ServeError::Tls)?;
@@ -301,12 +413,16 @@ impl XdsServer {
                 refusal = Some(files.refusal_config().map_err(ServeError::Tls)?);
             }
         }
-        let incoming = admission::incoming(listener, self.shared.max_connections, refusal);
-        builder
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(ServeError::Transport)
+        let counters = Arc::clone(&self.shared.connection_counters);
+        let incoming = admission::incoming(
+            listener,
+            self.shared.max_connections,
+            refusal,
+            self.shared.accept_rate,
+            Arc::clone(&counters.accepts_delayed),
+        );
+        connection::serve(incoming, builder, routes, rules, counters, shutdown).await;
+        Ok(())
     }
 }
 

@@ -48,7 +48,7 @@ use nebucloud_xds_proto::envoy::service::status::v3::client_status_discovery_ser
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-use super::context::Scope;
+use super::context::{check_node, Scope};
 use super::csds::Csds;
 use super::delta::DeltaStream;
 use super::server::Shared;
@@ -108,7 +108,7 @@ impl Door {
 
     fn fetch(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
         let peer = self.peer(&req);
-        let req = req.into_inner();
+        let mut req = req.into_inner();
         let type_url = self.scope.resolve(&req.type_url)?;
         let node = req
             .node
@@ -117,6 +117,18 @@ impl Door {
             .ok_or_else(|| {
                 Status::invalid_argument("a fetch request must carry the node with its id")
             })?;
+        check_node(&self.shared.limits, node)?;
+        if let Some(name) = req
+            .resource_names
+            .iter()
+            .find(|n| n.len() > self.shared.limits.max_name_bytes)
+        {
+            return Err(Status::resource_exhausted(format!(
+                "a resource name of {} bytes is over this server's max_name_bytes of {}",
+                name.len(),
+                self.shared.limits.max_name_bytes
+            )));
+        }
         if req.resource_names.len() > self.shared.limits.max_names_per_type {
             return Err(Status::resource_exhausted(format!(
                 "fetch of {} names exceeds this server's limit of {}",
@@ -127,7 +139,7 @@ impl Door {
         peer.authorize(&node.id)?;
         let group = self.shared.grouping.group_of(node);
         if let Some(observer) = &self.shared.observer {
-            observer.node_connected(&group, node);
+            observer.node_fetched(&group, node);
         }
         let set = self.shared.cache.get(&group).ok_or_else(|| {
             Status::unavailable(format!(
@@ -136,7 +148,7 @@ impl Door {
             ))
         })?;
         let mut sub = SubscriptionState::default();
-        sub.apply_sotw(&req.resource_names);
+        sub.apply_sotw(std::mem::take(&mut req.resource_names));
         let (version, resources) = select(&set, &type_url, &sub);
         Ok(Response::new(DiscoveryResponse {
             version_info: version,

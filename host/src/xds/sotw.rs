@@ -18,9 +18,10 @@ use tonic::Status;
 use crate::cache::{combined_version, Resource, ResourceSet};
 
 use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
-use super::status::{unix_now, Nack};
-use super::subscription::SubscriptionState;
-use super::types::{is_full_state, push_rank};
+use super::limits::MAX_CLIENT_VERSION_BYTES;
+use super::status::Nack;
+use super::subscription::{SubscriptionChange, SubscriptionState};
+use super::types::{is_full_state, is_known, push_rank};
 
 /// The resources of `type_url` that `sub` covers, and the version of exactly that selection.
 pub(crate) fn select(
@@ -55,8 +56,14 @@ struct SotwType {
     sub: SubscriptionState,
     /// The nonce of the last response of this type; requests naming another are stale.
     nonce: Option<String>,
-    /// The version of the last response sent (or known to be held, on reconnect).
+    /// The version of the last response sent: what ACKs and NACKs refer to.
     sent_version: Option<String>,
+    /// The version of the selection the client holds, as far as the stream knows: the last
+    /// one sent, or the one it announced on reconnecting, or, after it dropped names, what is
+    /// left of it. `None` when unknown: the next answer is then sent in full.
+    holds: Option<String>,
+    /// The version of the selection when it was last computed.
+    selected: Option<String>,
     /// The version the client said it holds when it (re)opened the stream.
     client_version: Option<String>,
     /// Whether the last response carried resources with a TTL (heartbeats due).
@@ -107,6 +114,8 @@ impl SotwStream {
         let st = self.types.entry(type_url.to_owned()).or_default();
         st.nonce = Some(nonce.clone());
         st.sent_version = Some(version.to_owned());
+        st.holds = Some(version.to_owned());
+        st.client_version = None;
         st.has_ttl = has_ttl;
         DiscoveryResponse {
             version_info: version.to_owned(),
@@ -117,35 +126,53 @@ impl SotwStream {
         }
     }
 
-    /// What to send for one type now, if anything. `answer_names`: the request just named
-    /// resources the client did not ask for before, which are answered even if unchanged.
+    /// What to send for one type now, if anything. `change`: what the request just changed in
+    /// the subscription; resources it newly covers (named, or by turning wildcard on) are
+    /// answered even if unchanged, since the client may have dropped them.
     fn next_for(
         &mut self,
         type_url: &str,
-        answer_names: &[String],
+        change: Option<&SubscriptionChange>,
     ) -> Option<(String, Vec<Arc<Resource>>)> {
         let set = self.set.as_ref()?;
         let st = self.types.get_mut(type_url)?;
         if !st.sub.is_wildcard() && st.sub.names().is_empty() {
-            // Unsubscribed from everything: nothing to say, even for full-state types.
+            // Unsubscribed from everything: nothing to say, even for full-state types; the
+            // client holds nothing now.
+            (st.holds, st.selected, st.client_version) = (None, None, None);
             return None;
         }
         let (version, resources) = select(set, type_url, &st.sub);
+        if change.is_some_and(|c| !c.removed.is_empty() || c.wildcard_removed) {
+            // The client drops what it no longer asks for: if it held the whole selection, it
+            // holds the rest of it now; if not, what it holds is unknown.
+            let current = st.holds.is_some() && st.holds == st.selected;
+            st.holds = current.then(|| version.clone());
+            st.client_version = None;
+        }
+        st.selected = Some(version.clone());
         let full = is_full_state(type_url) || st.sub.is_wildcard();
-        let newly_named_exist = answer_names
-            .iter()
-            .any(|n| resources.iter().any(|r| r.name() == n));
-        match &st.sent_version {
-            Some(sent) if *sent == version && !newly_named_exist => return None,
+        // Turning wildcard on asks for the full state, even an empty one. O(k log n) for k new
+        // names: each is looked up, not searched for.
+        let newly_covered_exist = change.is_some_and(|c| {
+            c.wildcard_added
+                || set
+                    .of_type(type_url)
+                    .is_some_and(|t| c.added.iter().any(|n| t.get(n).is_some()))
+        });
+        match &st.holds {
+            Some(held) if *held == version && !newly_covered_exist => return None,
             Some(_) => {}
             None => {
                 // Absence means nothing for per-name types: wait until a named resource exists.
-                if resources.is_empty() && !full {
+                // A type the server does not know is not answered until it has resources of
+                // it (the spec lets a server leave a type it does not serve unanswered).
+                if resources.is_empty() && (!full || !is_known(type_url)) {
                     return None;
                 }
                 // A reconnecting client already holds exactly this: nothing to send.
                 if st.client_version.as_deref() == Some(version.as_str()) {
-                    st.sent_version = Some(version);
+                    st.holds = Some(version);
                     return None;
                 }
             }
@@ -193,16 +220,29 @@ impl StreamProtocol for SotwStream {
     }
 
     fn on_request(&mut self, req: DiscoveryRequest) -> Result<Vec<DiscoveryResponse>, Status> {
-        let type_url = self.ctx.scope.resolve(&req.type_url)?;
+        let type_url = self.ctx.resolve(&req.type_url)?;
         self.ctx.check_names(&type_url, req.resource_names.len())?;
+        self.ctx
+            .check_name_bytes(&type_url, req.resource_names.iter().map(String::as_str))?;
         let first = !self.types.contains_key(&type_url);
+        let set = self.set.as_deref();
+        if !self
+            .ctx
+            .admit_type(&type_url, set, first, self.types.keys())
+        {
+            return Ok(Vec::new());
+        }
         if first {
             self.ctx.check_types(self.types.len() + 1)?;
+            self.ctx.hold_bytes(0, type_url.len())?;
+            // A version longer than any we issue cannot name what the client holds.
+            let held = &req.version_info;
+            let client_version =
+                (!held.is_empty() && held.len() <= MAX_CLIENT_VERSION_BYTES).then(|| held.clone());
             self.types.insert(
                 type_url.clone(),
                 SotwType {
-                    client_version: (!req.version_info.is_empty())
-                        .then(|| req.version_info.clone()),
+                    client_version,
                     ..SotwType::default()
                 },
             );
@@ -220,27 +260,31 @@ impl StreamProtocol for SotwStream {
             return Ok(Vec::new());
         }
         if answers {
+            // The nonce is ours, so the version the client accepted or rejected is the one we
+            // sent with it: nothing the client wrote is stored unbounded.
             match &req.error_detail {
                 Some(err) => self.ctx.record.nacked(
                     &type_url,
-                    Nack {
-                        nonce: req.response_nonce.clone(),
-                        rejected_version: st.sent_version.clone(),
-                        kept_version: req.version_info.clone(),
-                        code: err.code,
-                        message: err.message.clone(),
-                        at_unix_secs: unix_now(),
-                    },
+                    Nack::from_client(
+                        &req.response_nonce,
+                        st.sent_version.clone(),
+                        &req.version_info,
+                        err,
+                    ),
                 ),
-                None => self.ctx.record.acked(&type_url, &req.version_info),
+                None => {
+                    let version = st.sent_version.as_deref().unwrap_or_default();
+                    self.ctx.record.acked(&type_url, version);
+                }
             }
         }
-        let change = st.sub.apply_sotw(&req.resource_names);
+        let before = st.sub.bytes();
+        let change = st.sub.apply_sotw(req.resource_names);
+        self.ctx.hold_bytes(before, st.sub.bytes())?;
         // A NACK is never answered with the rejected payload: unless the subscription asks for
         // something new, `next_for` finds the version unchanged and sends nothing.
-        let answer: Vec<String> = change.added;
         Ok(self
-            .next_for(&type_url, &answer)
+            .next_for(&type_url, Some(&change))
             .map(|(v, r)| vec![self.response(&type_url, &v, &r, false)])
             .unwrap_or_default())
     }
@@ -259,7 +303,7 @@ impl StreamProtocol for SotwStream {
         let mut out = Vec::new();
         let mut final_cds = None;
         for type_url in order {
-            let Some((version, resources)) = self.next_for(&type_url, &[]) else {
+            let Some((version, resources)) = self.next_for(&type_url, None) else {
                 continue;
             };
             if type_url == CLUSTER && !stale.is_empty() && self.types.len() > 1 {
@@ -277,6 +321,11 @@ impl StreamProtocol for SotwStream {
             out.push(self.response(CLUSTER, &version, &resources, false));
         }
         out
+    }
+
+    #[cfg(test)]
+    fn name_bytes(&self) -> usize {
+        self.ctx.name_bytes()
     }
 
     fn needs_heartbeat(&self) -> bool {
@@ -301,7 +350,7 @@ impl StreamProtocol for SotwStream {
             let (version, resources) = select(&set, &type_url, &st.sub);
             // Only a client that holds the current version is refreshed; a pending change
             // goes out as a normal response instead.
-            if st.sent_version.as_deref() == Some(version.as_str()) {
+            if st.holds.as_deref() == Some(version.as_str()) {
                 out.push(self.response(&type_url, &version, &resources, true));
             }
         }

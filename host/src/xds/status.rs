@@ -7,9 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::google::rpc::Status as RpcStatus;
 use serde::Serialize;
 
-use super::types::short_name;
+use super::limits::{
+    truncated, NackLog, LOGGED_NODE_ID_BYTES, MAX_CLIENT_VERSION_BYTES, MAX_NACK_MESSAGE_BYTES,
+};
+use super::types::metric_label;
 
 /// Where a type stands for a node: the last thing that happened to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,14 +34,36 @@ pub struct Nack {
     pub nonce: String,
     /// The version we sent in the rejected response, if the nonce was ours.
     pub rejected_version: Option<String>,
-    /// The version the client still runs (its `version_info`; empty if none).
+    /// The version the client still runs (its `version_info`; empty if none), cut to 256
+    /// bytes.
     pub kept_version: String,
     /// The `google.rpc.Status` code of `error_detail`.
     pub code: i32,
-    /// The `error_detail` message: the client's reason.
+    /// The `error_detail` message: the client's reason, cut to 4 KiB (at a character
+    /// boundary, marked `… [truncated, N bytes]`).
     pub message: String,
     /// When it arrived, in seconds since the Unix epoch.
     pub at_unix_secs: u64,
+}
+
+impl Nack {
+    /// The record of a NACK of our response `nonce` (which carried `rejected_version`), with
+    /// every string the client sent bounded.
+    pub(crate) fn from_client(
+        nonce: &str,
+        rejected_version: Option<String>,
+        kept_version: &str,
+        error: &RpcStatus,
+    ) -> Self {
+        Nack {
+            nonce: nonce.to_owned(),
+            rejected_version,
+            kept_version: truncated(kept_version, MAX_CLIENT_VERSION_BYTES),
+            code: error.code,
+            message: truncated(&error.message, MAX_NACK_MESSAGE_BYTES),
+            at_unix_secs: unix_now(),
+        }
+    }
 }
 
 /// The delivery record of one type for one node.
@@ -123,6 +149,7 @@ impl NodeRegistry {
         StreamRecord {
             registry: Arc::clone(self),
             node_id: node.id.clone(),
+            nack_log: NackLog::default(),
         }
     }
 
@@ -139,12 +166,12 @@ impl NodeRegistry {
 pub(crate) struct StreamRecord {
     registry: Arc<NodeRegistry>,
     node_id: String,
+    nack_log: NackLog,
 }
 
 impl StreamRecord {
     pub(crate) fn sent(&self, type_url: &str, version: &str, nonce: &str) {
-        metrics::counter!("xds_responses_total", "type" => short_name(type_url).to_owned())
-            .increment(1);
+        metrics::counter!("xds_responses_total", "type" => metric_label(type_url)).increment(1);
         self.registry.update(&self.node_id, type_url, |t| {
             t.sent_version = Some(version.to_owned());
             t.sent_nonce = Some(nonce.to_owned());
@@ -154,7 +181,7 @@ impl StreamRecord {
     }
 
     pub(crate) fn acked(&self, type_url: &str, version: &str) {
-        metrics::counter!("xds_acks_total", "type" => short_name(type_url).to_owned()).increment(1);
+        metrics::counter!("xds_acks_total", "type" => metric_label(type_url)).increment(1);
         self.registry.update(&self.node_id, type_url, |t| {
             t.acked_version = Some(version.to_owned());
             t.state = Some(DeliveryState::Acked);
@@ -162,13 +189,19 @@ impl StreamRecord {
         });
     }
 
-    pub(crate) fn nacked(&self, type_url: &str, nack: Nack) {
-        metrics::counter!("xds_nacks_total", "type" => short_name(type_url).to_owned())
-            .increment(1);
-        tracing::warn!(
-            node = %self.node_id, type_url, nonce = %nack.nonce, code = nack.code,
-            error = %nack.message, "client rejected a response (NACK)"
-        );
+    /// Records a NACK (whose strings the caller has already bounded) and logs it, at most
+    /// as often as [`NackLog`] allows on this stream.
+    pub(crate) fn nacked(&mut self, type_url: &str, nack: Nack) {
+        metrics::counter!("xds_nacks_total", "type" => metric_label(type_url)).increment(1);
+        if let Some(suppressed) = self.nack_log.admit(std::time::Instant::now()) {
+            tracing::warn!(
+                node = %truncated(&self.node_id, LOGGED_NODE_ID_BYTES), type_url,
+                nonce = %nack.nonce, code = nack.code,
+                error = %nack.message, suppressed,
+                "client rejected a response (NACK); `suppressed` earlier NACK lines of this \
+                 stream were not logged"
+            );
+        }
         self.registry.update(&self.node_id, type_url, |t| {
             t.state = Some(DeliveryState::Nacked);
             t.nacks += 1;
@@ -229,7 +262,7 @@ mod tests {
     #[test]
     fn nack_is_recorded_and_not_counted_as_configured() {
         let reg = Arc::new(NodeRegistry::default());
-        let s = reg.open(
+        let mut s = reg.open(
             &Node {
                 id: "n1".into(),
                 ..Node::default()

@@ -8,10 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use tokio::time::MissedTickBehavior;
 use tonic::{Status, Streaming};
 
-use super::context::{Scope, StreamContext, StreamProtocol};
+use super::context::{check_node, Scope, StreamContext, StreamProtocol};
+use super::limits::{truncated, LOGGED_NODE_ID_BYTES};
 use super::server::Shared;
 use super::tls::PeerIdentity;
 
@@ -53,15 +55,18 @@ where
                 return;
             }
         };
+        if let Err(status) = check_node(&shared.limits, &node) {
+            metrics::counter!("xds_requests_refused_total", "code" => "ResourceExhausted").increment(1);
+            yield Err(status);
+            return;
+        }
         if let Err(status) = peer.authorize(&node.id) {
-            tracing::warn!(node = %node.id, error = status.message(), "node refused");
+            tracing::warn!(node = %truncated(&node.id, LOGGED_NODE_ID_BYTES), error = status.message(), "node refused");
             yield Err(status);
             return;
         }
         let group = shared.grouping.group_of(&node);
-        if let Some(observer) = &shared.observer {
-            observer.node_connected(&group, &node);
-        }
+        let _observed = Observed::open(&shared, &group, &node);
         let record = shared.nodes.open(&node, &group);
         let _gauge = StreamGauge::open(scope.label());
         tracing::debug!(node = %node.id, %group, mode = scope.label(), "stream opened");
@@ -114,6 +119,32 @@ where
             }
         }
     })
+}
+
+/// Tells the server's observer that a stream of a group is open, and that it closed when
+/// dropped (however the stream ends).
+struct Observed {
+    shared: Arc<Shared>,
+    group: String,
+}
+
+impl Observed {
+    fn open(shared: &Arc<Shared>, group: &str, node: &Node) -> Option<Self> {
+        let observer = shared.observer.as_ref()?;
+        observer.node_connected(group, node);
+        Some(Observed {
+            shared: Arc::clone(shared),
+            group: group.to_owned(),
+        })
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(observer) = &self.shared.observer {
+            observer.node_disconnected(&self.group);
+        }
+    }
 }
 
 /// Counts open streams by mode while alive.

@@ -15,6 +15,8 @@ pub(crate) struct SubscriptionState {
     wildcard: bool,
     names: BTreeSet<String>,
     ever_named: bool,
+    /// The sum of the lengths of `names`, kept as they change (never recounted).
+    bytes: usize,
 }
 
 /// What a request changed in a subscription.
@@ -26,6 +28,8 @@ pub(crate) struct SubscriptionChange {
     pub(crate) removed: Vec<String>,
     /// Whether wildcard was turned on by this request.
     pub(crate) wildcard_added: bool,
+    /// Whether wildcard was turned off by this request.
+    pub(crate) wildcard_removed: bool,
 }
 
 impl SubscriptionState {
@@ -44,29 +48,41 @@ impl SubscriptionState {
         self.wildcard || self.names.contains(name)
     }
 
-    /// Replaces the subscription with the names of a State-of-the-World request.
-    pub(crate) fn apply_sotw(&mut self, resource_names: &[String]) -> SubscriptionChange {
+    /// Replaces the subscription with the names of a State-of-the-World request, in
+    /// O(n log n): the request's names are moved in, and only the newly added ones copied.
+    pub(crate) fn apply_sotw(&mut self, resource_names: Vec<String>) -> SubscriptionChange {
         let wildcard = if resource_names.is_empty() {
             !self.ever_named
         } else {
             self.ever_named = true;
             resource_names.iter().any(|n| n == WILDCARD)
         };
-        let new: BTreeSet<String> = resource_names
-            .iter()
-            .filter(|n| *n != WILDCARD)
-            .cloned()
+        let old = std::mem::take(&mut self.names);
+        let mut added = Vec::new();
+        let mut bytes = 0;
+        for name in resource_names {
+            if name == WILDCARD || self.names.contains(&name) {
+                continue;
+            }
+            if !old.contains(&name) {
+                added.push(name.clone());
+            }
+            bytes += name.len();
+            self.names.insert(name);
+        }
+        let removed = old
+            .into_iter()
+            .filter(|n| !self.names.contains(n))
             .collect();
-        let added = new.difference(&self.names).cloned().collect();
-        let removed = self.names.difference(&new).cloned().collect();
-        let wildcard_added = wildcard && !self.wildcard;
-        self.wildcard = wildcard;
-        self.names = new;
-        SubscriptionChange {
+        let change = SubscriptionChange {
             added,
             removed,
-            wildcard_added,
-        }
+            wildcard_added: wildcard && !self.wildcard,
+            wildcard_removed: !wildcard && self.wildcard,
+        };
+        self.wildcard = wildcard;
+        self.bytes = bytes;
+        change
     }
 
     /// Applies the subscribe/unsubscribe lists of a delta request. `first` is whether this is
@@ -88,15 +104,19 @@ impl SubscriptionState {
             if name == WILDCARD {
                 change.wildcard_added |= !self.wildcard;
                 self.wildcard = true;
-            } else if self.names.insert(name.clone()) {
+            } else if !self.names.contains(name) {
+                self.bytes += name.len();
+                self.names.insert(name.clone());
                 change.added.push(name.clone());
             }
         }
         for name in unsubscribe {
             if name == WILDCARD {
+                change.wildcard_removed |= self.wildcard;
                 self.wildcard = false;
-            } else if self.names.remove(name) {
-                change.removed.push(name.clone());
+            } else if let Some(name) = self.names.take(name) {
+                self.bytes -= name.len();
+                change.removed.push(name);
             }
         }
         change
@@ -105,6 +125,11 @@ impl SubscriptionState {
     /// How many names the subscription holds: what per-stream limits count.
     pub(crate) fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// How many bytes the subscribed names take: what `max_names_bytes` counts.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -119,20 +144,20 @@ mod tests {
     #[test]
     fn empty_first_sotw_request_is_legacy_wildcard() {
         let mut s = SubscriptionState::default();
-        let c = s.apply_sotw(&[]);
+        let c = s.apply_sotw(vec![]);
         assert!(s.is_wildcard());
         assert!(c.wildcard_added);
         // An ACK with an empty list keeps the legacy wildcard.
-        s.apply_sotw(&[]);
+        s.apply_sotw(vec![]);
         assert!(s.is_wildcard());
     }
 
     #[test]
     fn empty_sotw_list_after_names_unsubscribes_everything() {
         let mut s = SubscriptionState::default();
-        s.apply_sotw(&names(&["a", "b"]));
+        s.apply_sotw(names(&["a", "b"]));
         assert!(!s.is_wildcard());
-        let c = s.apply_sotw(&[]);
+        let c = s.apply_sotw(vec![]);
         assert!(!s.is_wildcard());
         assert!(s.names().is_empty());
         assert_eq!(c.removed, names(&["a", "b"]));
@@ -141,13 +166,13 @@ mod tests {
     #[test]
     fn explicit_wildcard_with_names() {
         let mut s = SubscriptionState::default();
-        let c = s.apply_sotw(&names(&["*", "a"]));
+        let c = s.apply_sotw(names(&["*", "a"]));
         assert!(s.is_wildcard() && c.wildcard_added);
         assert_eq!(c.added, names(&["a"]));
         // Unsubscribing the name keeps it covered by the wildcard.
-        s.apply_sotw(&names(&["*"]));
+        s.apply_sotw(names(&["*"]));
         assert!(s.covers("a"));
-        s.apply_sotw(&[]);
+        s.apply_sotw(vec![]);
         assert!(
             !s.covers("a"),
             "explicit '*' was sent, so an empty list unsubscribes"
@@ -172,5 +197,21 @@ mod tests {
         assert_eq!(c.removed, names(&["a"]));
         s.apply_delta(false, &[], &names(&["*"]));
         assert!(!s.is_wildcard());
+    }
+
+    #[test]
+    fn bytes_follow_subscribes_and_unsubscribes() {
+        let mut s = SubscriptionState::default();
+        s.apply_sotw(names(&["abc", "de", "abc", "*"]));
+        assert_eq!((s.len(), s.bytes()), (2, 5));
+        let c = s.apply_sotw(names(&["de", "fghi"]));
+        assert_eq!((c.added, c.removed), (names(&["fghi"]), names(&["abc"])));
+        assert!(c.wildcard_removed);
+        assert_eq!(s.bytes(), 6);
+        let mut d = SubscriptionState::default();
+        d.apply_delta(true, &names(&["abc", "abc", "de"]), &[]);
+        assert_eq!(d.bytes(), 5);
+        d.apply_delta(false, &names(&["x"]), &names(&["abc", "never-had"]));
+        assert_eq!((d.len(), d.bytes()), (2, 3));
     }
 }

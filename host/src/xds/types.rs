@@ -45,9 +45,23 @@ pub(crate) fn removal_deferred(type_url: &str) -> bool {
     matches!(type_url, type_url::CLUSTER | type_url::ENDPOINT)
 }
 
-/// A short, stable label for metrics and logs: `Cluster`, `Listener`, …
+/// A short, stable label for logs: `Cluster`, `Listener`, …
 pub(crate) fn short_name(type_url: &str) -> &str {
     type_url.rsplit('.').next().unwrap_or(type_url)
+}
+
+/// Whether `type_url` is one of the Envoy v3 xDS types the server knows ([`PUSH_ORDER`]).
+pub(crate) fn is_known(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
+}
+
+/// The `type` label of a metric: the short name of a known type, `other` for anything else.
+/// Never derived from what a client sent, so a client cannot grow the set of label values.
+pub(crate) fn metric_label(type_url: &str) -> &'static str {
+    PUSH_ORDER
+        .iter()
+        .find(|t| **t == type_url)
+        .map_or("other", |t| short_name(t))
 }
 
 #[cfg(test)]
@@ -82,5 +96,17 @@ mod tests {
         assert!(!is_full_state(type_url::ENDPOINT));
         assert!(!is_full_state(type_url::ROUTE));
         assert_eq!(short_name(type_url::CLUSTER), "Cluster");
+    }
+
+    #[test]
+    fn metric_labels_are_known_short_names_or_other() {
+        assert_eq!(metric_label(type_url::CLUSTER), "Cluster");
+        assert_eq!(metric_label(type_url::LB_ENDPOINT), "LbEndpoint");
+        assert_eq!(
+            metric_label("type.googleapis.com/example.v1.Thing"),
+            "other"
+        );
+        assert_eq!(metric_label(&format!("x/{}", "a".repeat(1024))), "other");
+        assert!(is_known(type_url::ROUTE) && !is_known("type.googleapis.com/t.A"));
     }
 }

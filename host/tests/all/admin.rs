@@ -17,11 +17,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_nebucloud-xds");
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-fn services(address: &str, port: u16) -> String {
+pub(crate) fn services(address: &str, port: u16) -> String {
     format!("kind: Service\nname: web\nprotocol: http\nendpoints:\n  - {{ address: \"{address}\", port: {port} }}\n")
 }
 
-fn write_config(dir: &Path, listener_port: u16) {
+pub(crate) fn write_config(dir: &Path, listener_port: u16) {
     let p = |n: &str| plugin_wasm(n).display().to_string();
     let config = format!(
         "[pipeline]\ndebounce_ms = 20\n[inputs]\ndir = \"inputs\"\n[xds]\ndrain_ms = 1000\n\
@@ -33,7 +33,7 @@ fn write_config(dir: &Path, listener_port: u16) {
     std::fs::write(dir.join("config.toml"), config).unwrap();
 }
 
-fn metric(text: &str, name: &str, type_label: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str, type_label: &str) -> f64 {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     scrape
@@ -49,12 +49,17 @@ fn metric(text: &str, name: &str, type_label: &str) -> f64 {
         .sum()
 }
 
-async fn admin(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn admin(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     let r = http_get(port, path, "127.0.0.1").await?;
     Ok((r.status, r.body))
 }
 
 async fn start(dir: &Path, xds: u16, admin_port: u16) -> Child {
+    start_logging(dir, xds, admin_port, Stdio::null()).await
+}
+
+/// The real binary serving `dir/config.toml`, its log going to `stderr`.
+pub(crate) async fn start_logging(dir: &Path, xds: u16, admin_port: u16, stderr: Stdio) -> Child {
     Command::new(BIN)
         .args(["serve", "--config"])
         .arg(dir.join("config.toml"))
@@ -65,7 +70,7 @@ async fn start(dir: &Path, xds: u16, admin_port: u16) -> Child {
             &format!("127.0.0.1:{admin_port}"),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap()

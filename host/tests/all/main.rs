@@ -11,8 +11,11 @@
 
 mod admin;
 mod cli;
+mod connections;
 mod inputs_etcd;
+mod hostile;
 mod inputs_kubernetes;
+mod lifecycle;
 mod pipeline_inputs;
 mod plugins_bad;
 mod plugins_runtime;

@@ -140,10 +140,13 @@ pub struct Sotw {
 
 impl Sotw {
     pub async fn open(server: &TestServer, node: Node) -> Self {
+        Self::open_on(server.channel().await, node).await
+    }
+
+    /// A stream on an existing connection: many streams share one HTTP/2 connection.
+    pub async fn open_on(channel: Channel, node: Node) -> Self {
         let (tx, rx_req) = mpsc::channel(16);
-        let rx = server
-            .ads()
-            .await
+        let rx = AggregatedDiscoveryServiceClient::new(channel)
             .stream_aggregated_resources(ReceiverStream::new(rx_req))
             .await
             .unwrap()

@@ -1,0 +1,484 @@
+//! The composition root: a [`Config`] becomes a running server — inputs → pipeline → plugins
+//! → cache → xDS → admin — in this one place, which the binary, the tests and the benches use.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin::{router, AdminState, Readiness};
+use crate::cache::{load_resource_dir, ResourceFileError};
+use crate::config::{Config, GroupBy};
+use crate::inputs::{
+    watch_dir, DirSource, DocumentFileError, EtcdSource, InputStore, KubernetesConnectError,
+    KubernetesSource,
+};
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::plugins::{
+    watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine,
+    PluginLoadError, PluginSlots, SlotSpec,
+};
+use crate::xds::{
+    ByCluster, ByIdentity, ByNodeId, ServeError, StreamLimits, XdsServer, XdsServerBuilder,
+    DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE,
+};
+use crate::Cache;
+
+/// Why the server could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The plugin engine could not be created.
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    /// A plugin file could not be read.
+    #[error("plugin {name}: cannot read {}: {source}", path.display())]
+    PluginFile {
+        /// The plugin.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A plugin file was refused.
+    #[error("plugin {name} ({}): {source}", path.display())]
+    Plugin {
+        /// The plugin.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: PluginLoadError,
+    },
+    /// The inputs directory cannot be read.
+    #[error(transparent)]
+    Inputs(#[from] DocumentFileError),
+    /// The Kubernetes API server cannot be reached.
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesConnectError),
+    /// A static resource directory does not load.
+    #[error("loading resources: {0}")]
+    Resources(#[from] ResourceFileError),
+    /// A port cannot be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// `xds` or `admin`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The xDS server stopped with an error.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Everything the server is made of, built from a [`Config`] and not yet serving.
+pub struct App {
+    config: Config,
+    server: XdsServer,
+    pipeline: Option<Pipeline>,
+    plugins: Option<PluginSlots>,
+    readiness: Arc<Readiness>,
+    metrics: Option<PrometheusHandle>,
+    /// Input sources and watches, started by [`App::spawn`].
+    tasks: Vec<Task>,
+}
+
+impl App {
+    /// Loads the config's plugins, reads its inputs once and wires the pipeline between them
+    /// and the xDS server. Nothing listens yet; input sources start with [`App::spawn`].
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let cache = Cache::new();
+        let readiness = Arc::new(Readiness::new());
+        let engine = PluginEngine::new(EngineOptions::default())
+            .map_err(|e| AppError::Engine(format!("{e:#}")))?;
+        let specs = load_plugins(&config, &engine)?;
+        let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
+        let (store, dir_source) = load_inputs(config.inputs.dir.as_deref())?;
+        let pipeline = Pipeline::start(
+            cache.clone(),
+            chain,
+            Arc::clone(&store) as Arc<dyn InputView>,
+            pipeline_options(&config),
+        );
+        let mut tasks: Vec<Task> = Vec::new();
+        if let Some(source) = dir_source {
+            let p = pipeline.clone();
+            tasks.push(Box::pin(watch_dir(
+                source,
+                Duration::from_millis(250),
+                move |keys| p.inputs_changed(keys),
+            )));
+        }
+        if let Some(etcd) = &config.inputs.etcd {
+            let source = EtcdSource::new(
+                etcd.endpoints.clone(),
+                etcd.prefix.clone(),
+                Arc::clone(&store),
+            );
+            tasks.push(ready_after_first_sync(&readiness, "etcd", source.health()));
+            let p = pipeline.clone();
+            tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
+        }
+        if let Some(k8s) = &config.inputs.kubernetes {
+            let source = KubernetesSource::connect(k8s, Arc::clone(&store)).await?;
+            tasks.push(ready_after_first_sync(
+                &readiness,
+                "kubernetes",
+                source.health(),
+            ));
+            let p = pipeline.clone();
+            tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
+        }
+        let slots = PluginSlots::new(engine, pipeline.clone(), specs);
+        if config.reload.watch {
+            tasks.push(Box::pin(watch_plugin_files(
+                slots.clone(),
+                Duration::from_millis(config.reload.interval_ms),
+                Duration::from_millis(config.reload.settle_ms),
+            )));
+        }
+        let server = server_builder(&config, cache)
+            .observer(pipeline.clone())
+            .build();
+        Ok(App {
+            config,
+            server,
+            pipeline: Some(pipeline),
+            plugins: Some(slots),
+            readiness,
+            metrics: None,
+            tasks,
+        })
+    }
+
+    /// Serves the resources of a directory (`DIR/<group>/*.{yaml,json}`) without plugins,
+    /// one group per node id.
+    pub fn with_resources(config: Config, dir: &Path) -> Result<App, AppError> {
+        let cache = Cache::new();
+        for (group, set) in load_resource_dir(dir)? {
+            tracing::info!(%group, resources = set.len(), version = set.version(), "serving group");
+            cache.set(&group, set);
+        }
+        let server = server_builder(&config, cache).grouping(ByNodeId).build();
+        Ok(App {
+            config,
+            server,
+            pipeline: None,
+            plugins: None,
+            readiness: Arc::new(Readiness::new()),
+            metrics: None,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder.
+    #[must_use]
+    pub fn metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// The xDS server.
+    pub fn server(&self) -> &XdsServer {
+        &self.server
+    }
+
+    /// The pipeline, when plugins compute the config.
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        self.pipeline.as_ref()
+    }
+
+    /// The plugin slots, when plugins compute the config.
+    pub fn plugins(&self) -> Option<&PluginSlots> {
+        self.plugins.as_ref()
+    }
+
+    /// Binds the config's xDS and admin addresses (or the given overrides), starts the input
+    /// sources and serves until [`Running::shutdown`] or the returned handle is dropped.
+    pub async fn spawn(
+        self,
+        xds: Option<SocketAddr>,
+        admin: Option<SocketAddr>,
+    ) -> Result<Running, AppError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind { what, addr, source })
+        };
+        let admin_listener = bind("admin", admin.unwrap_or(self.config.admin.listen)).await?;
+        let xds_listener = bind("xds", xds.unwrap_or(self.config.xds.listen)).await?;
+        let local = |l: &TcpListener, what, addr| {
+            l.local_addr()
+                .map_err(|source| AppError::Bind { what, addr, source })
+        };
+        let admin_addr = local(&admin_listener, "admin", self.config.admin.listen)?;
+        let xds_addr = local(&xds_listener, "xds", self.config.xds.listen)?;
+        let mut tasks: Vec<JoinHandle<()>> = self.tasks.into_iter().map(tokio::spawn).collect();
+        let state = AdminState {
+            server: self.server.clone(),
+            pipeline: self.pipeline.clone(),
+            plugins: self.plugins.clone(),
+            metrics: self.metrics,
+            readiness: self.readiness,
+        };
+        tracing::info!(addr = %admin_addr, "serving the admin API");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, router(state)).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }));
+        tracing::info!(addr = %xds_addr, "serving xDS");
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let server = self.server.clone();
+        let serving = tokio::spawn(server.serve_with_shutdown(xds_listener, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Ok(Running {
+            xds_addr,
+            admin_addr,
+            server: self.server,
+            pipeline: self.pipeline,
+            plugins: self.plugins,
+            drain: Duration::from_millis(self.config.xds.drain_ms),
+            stop,
+            serving: Some(serving),
+            tasks,
+        })
+    }
+}
+
+/// A serving [`App`]. Dropping it stops everything it started.
+pub struct Running {
+    /// Where xDS is served.
+    pub xds_addr: SocketAddr,
+    /// Where the admin API is served.
+    pub admin_addr: SocketAddr,
+    server: XdsServer,
+    pipeline: Option<Pipeline>,
+    plugins: Option<PluginSlots>,
+    drain: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: Option<JoinHandle<Result<(), ServeError>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The xDS server.
+    pub fn server(&self) -> &XdsServer {
+        &self.server
+    }
+
+    /// The pipeline, when plugins compute the config.
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        self.pipeline.as_ref()
+    }
+
+    /// The plugin slots, when plugins compute the config.
+    pub fn plugins(&self) -> Option<&PluginSlots> {
+        self.plugins.as_ref()
+    }
+
+    /// Tells clients to go elsewhere (HTTP/2 GOAWAY); open streams may finish.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Serves until `signal` completes, then shuts down and gives open streams the config's
+    /// drain time (`xds.drain_ms`) before returning. An error of the xDS server ends it early.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+        let Some(mut serving) = self.serving.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            r = &mut serving => return flatten(r),
+            () = signal => {}
+        }
+        self.shutdown();
+        match tokio::time::timeout(self.drain, &mut serving).await {
+            Ok(r) => flatten(r),
+            Err(_) => {
+                tracing::info!(drain = ?self.drain, "drain deadline reached; exiting");
+                serving.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+fn flatten(r: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Result<(), AppError> {
+    match r {
+        Ok(r) => Ok(r?),
+        // Aborted by us, or the server task panicked: either way it is over.
+        Err(e) => {
+            tracing::error!(error = %e, "xDS server task ended");
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(serving) = &self.serving {
+            serving.abort();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Loads every plugin of the config, in order; the first that fails stops everything with
+/// its name, file and reason.
+pub fn load_plugins(config: &Config, engine: &PluginEngine) -> Result<Vec<SlotSpec>, AppError> {
+    let mut plugins = Vec::new();
+    for p in &config.plugins {
+        let wasm = std::fs::read(&p.path).map_err(|source| AppError::PluginFile {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            source,
+        })?;
+        let plugin =
+            Plugin::load(engine, &p.name, &wasm, &p.config_json(), p.limits).map_err(|source| {
+                AppError::Plugin {
+                    name: p.name.clone(),
+                    path: p.path.clone(),
+                    source,
+                }
+            })?;
+        tracing::info!(plugin = %p.name, hash = plugin.hash(), "plugin loaded");
+        plugins.push(SlotSpec {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            config: p.config_json(),
+            limits: p.limits,
+            plugin: Arc::new(plugin),
+        });
+    }
+    Ok(plugins)
+}
+
+/// The config's plugins as a chain.
+pub fn load_chain(config: &Config, engine: &PluginEngine) -> Result<PluginChain, AppError> {
+    Ok(PluginChain::new(
+        load_plugins(config, engine)?
+            .into_iter()
+            .map(|s| s.plugin)
+            .collect(),
+    ))
+}
+
+/// Reads an inputs directory once; returns the store and the source to keep watching.
+pub fn load_inputs(
+    dir: Option<&Path>,
+) -> Result<(Arc<InputStore>, Option<DirSource>), DocumentFileError> {
+    let store = Arc::new(InputStore::new());
+    let Some(dir) = dir else {
+        return Ok((store, None));
+    };
+    let mut source = DirSource::new(dir, Arc::clone(&store))?;
+    let (_, errors) = source.scan();
+    for e in errors {
+        tracing::warn!(error = %e, "input file skipped until it parses");
+    }
+    Ok((store, Some(source)))
+}
+
+/// The pipeline's options from the config.
+pub fn pipeline_options(config: &Config) -> PipelineOptions {
+    PipelineOptions {
+        debounce: Duration::from_millis(config.pipeline.debounce_ms),
+        max_delay: Duration::from_millis(config.pipeline.max_delay_ms),
+        group_grace: Duration::from_millis(config.pipeline.group_grace_ms),
+        ..PipelineOptions::default()
+    }
+}
+
+/// The xDS server's options from the config.
+pub fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
+    let x = &config.xds;
+    let defaults = StreamLimits::default();
+    let mut builder = XdsServer::builder(cache)
+        .limits(StreamLimits {
+            max_names_per_type: x.max_names_per_type,
+            max_types: x.max_types.unwrap_or(defaults.max_types),
+            max_name_bytes: x.max_name_bytes.unwrap_or(defaults.max_name_bytes),
+            max_names_bytes: x.max_names_bytes.unwrap_or(defaults.max_names_bytes),
+            max_node_bytes: x.max_node_bytes.unwrap_or(defaults.max_node_bytes),
+            max_unserved_types: x.max_unserved_types.unwrap_or(defaults.max_unserved_types),
+        })
+        .heartbeat_interval(Duration::from_millis(x.heartbeat_ms))
+        .max_message_bytes(x.max_message_bytes)
+        .keepalive(
+            Duration::from_millis(x.keepalive_ms),
+            Duration::from_millis(x.keepalive_timeout_ms),
+        );
+    if let Some(tls) = &x.tls {
+        builder = builder.tls(tls.clone());
+    }
+    if let Some(max) = x.max_connections {
+        builder = builder.max_connections(max);
+    }
+    if let Some(max) = x.max_streams_per_connection {
+        builder = builder.max_streams_per_connection(max);
+    }
+    let ms = Duration::from_millis;
+    if let Some(t) = x.first_request_timeout_ms {
+        builder = builder.first_request_timeout(ms(t));
+    }
+    if let Some(t) = x.idle_timeout_ms {
+        builder = builder.idle_timeout(ms(t));
+    }
+    if let Some(t) = x.max_connection_age_ms {
+        builder = builder.max_connection_age(Some(ms(t)));
+    }
+    if let Some(t) = x.go_away_grace_ms {
+        builder = builder.go_away_grace(ms(t));
+    }
+    if let Some(max) = x.max_pending_reset_streams {
+        builder = builder.max_pending_reset_streams(max);
+    }
+    if let Some(max) = x.max_local_error_reset_streams {
+        builder = builder.max_local_error_reset_streams(max);
+    }
+    if x.accept_rate.is_some() || x.accept_burst.is_some() {
+        builder = builder.accept_rate(
+            x.accept_rate.unwrap_or(DEFAULT_ACCEPT_RATE),
+            x.accept_burst.unwrap_or(DEFAULT_ACCEPT_BURST),
+        );
+    }
+    match x.group_by {
+        GroupBy::Identity => builder.grouping(ByIdentity),
+        GroupBy::NodeId => builder.grouping(ByNodeId),
+        GroupBy::Cluster => builder.grouping(ByCluster),
+    }
+}
+
+/// Marks `check` not ready until its source's first full sync.
+fn ready_after_first_sync(
+    readiness: &Arc<Readiness>,
+    check: &'static str,
+    health: crate::inputs::SourceHealth,
+) -> Task {
+    readiness.set(check, false);
+    let r = Arc::clone(readiness);
+    Box::pin(async move {
+        if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
+            r.set(check, true);
+        }
+    })
+}
