@@ -436,6 +436,7 @@ pub fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
     if let Some(max) = x.max_streams_per_connection {
         builder = builder.max_streams_per_connection(max);
     }
+    builder = builder.csds(x.csds).csds_secrets(x.csds_secrets);
     let ms = Duration::from_millis;
     if let Some(t) = x.first_request_timeout_ms {
         builder = builder.first_request_timeout(ms(t));

@@ -98,6 +98,14 @@ pub struct XdsConfig {
     pub accept_rate: Option<u32>,
     /// Connections accepted at once before `accept_rate` applies (default 10,000).
     pub accept_burst: Option<u32>,
+    /// Who may call CSDS on this port: `auto` (default: only on a loopback listener, or under
+    /// mutual TLS with node authorization, where each client sees the nodes its certificate
+    /// allows), `on` (every client; still filtered under node authorization) or `off`. The
+    /// admin port's `/debug/csds` always answers.
+    pub csds: crate::xds::CsdsAccess,
+    /// Whether CSDS shows the bodies of `Secret` resources (default false: names and versions
+    /// only).
+    pub csds_secrets: bool,
 }
 
 impl Default for XdsConfig {
@@ -127,6 +135,8 @@ impl Default for XdsConfig {
             max_local_error_reset_streams: None,
             accept_rate: None,
             accept_burst: None,
+            csds: crate::xds::CsdsAccess::default(),
+            csds_secrets: false,
         }
     }
 }

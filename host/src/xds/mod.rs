@@ -23,7 +23,7 @@ mod types;
 pub use admission::{DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE};
 pub use context::StreamLimits;
 pub use server::{
-    ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
+    ByCluster, CsdsAccess, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
     XdsServerBuilder,
 };
 pub use server::{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::envoy::service::status::v3::{ClientStatusRequest, ClientStatusResponse};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::Server;
@@ -18,7 +19,7 @@ use super::connection::{self, ConnectionCounters, ConnectionRules};
 use super::context::StreamLimits;
 use super::services;
 use super::status::NodeRegistry;
-use super::tls::{TlsError, TlsSettings};
+use super::tls::{PeerIdentity, TlsError, TlsSettings};
 
 /// Maps a node to the group whose resources it is served. Nodes of one group share one
 /// computation and one copy of the resources.
@@ -112,6 +113,22 @@ impl NodeGrouping for ByCluster {
     }
 }
 
+/// Who may call CSDS (`ClientStatusDiscoveryService`) on the xDS port. CSDS shows what each
+/// node was sent, so it is a way to read other nodes' configuration: with mutual TLS and node
+/// authorization a client sees only the nodes its certificate allows, whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsdsAccess {
+    /// Served where it cannot leak: on a loopback-only listener, or under mutual TLS with node
+    /// authorization; refused (`PERMISSION_DENIED`) on any other port.
+    #[default]
+    Auto,
+    /// Served to every client of the port.
+    On,
+    /// Never served on the xDS port (the admin port's `/debug/csds` still answers).
+    Off,
+}
+
 /// What every stream of a server shares.
 pub(crate) struct Shared {
     pub(crate) cache: Cache,
@@ -122,6 +139,8 @@ pub(crate) struct Shared {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) max_message_bytes: usize,
     pub(crate) tls: Option<TlsSettings>,
+    pub(crate) csds: CsdsAccess,
+    pub(crate) csds_secrets: bool,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_streams_per_connection: Option<u32>,
     pub(crate) keepalive: (Duration, Duration),
@@ -156,6 +175,8 @@ pub struct XdsServerBuilder {
     heartbeat_interval: Duration,
     max_message_bytes: usize,
     tls: Option<TlsSettings>,
+    csds: CsdsAccess,
+    csds_secrets: bool,
     max_connections: Option<usize>,
     max_streams_per_connection: Option<u32>,
     keepalive: (Duration, Duration),
@@ -168,6 +189,21 @@ impl XdsServerBuilder {
     #[must_use]
     pub fn tls(mut self, tls: TlsSettings) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Who may call CSDS on the xDS port (default [`CsdsAccess::Auto`]).
+    #[must_use]
+    pub fn csds(mut self, access: CsdsAccess) -> Self {
+        self.csds = access;
+        self
+    }
+
+    /// Whether CSDS answers carry the bodies of `Secret` resources (default false: secrets are
+    /// listed by name and version, never shown).
+    #[must_use]
+    pub fn csds_secrets(mut self, show: bool) -> Self {
+        self.csds_secrets = show;
         self
     }
 
@@ -307,6 +343,8 @@ impl XdsServerBuilder {
                 heartbeat_interval: self.heartbeat_interval,
                 max_message_bytes: self.max_message_bytes,
                 tls: self.tls,
+                csds: self.csds,
+                csds_secrets: self.csds_secrets,
                 max_connections: self.max_connections,
                 max_streams_per_connection: self.max_streams_per_connection,
                 keepalive: self.keepalive,
@@ -338,6 +376,8 @@ impl XdsServer {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             tls: None,
+            csds: CsdsAccess::default(),
+            csds_secrets: false,
             max_connections: None,
             max_streams_per_connection: None,
             keepalive: (DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT),
@@ -369,9 +409,16 @@ impl XdsServer {
         self.shared.connection_counters.closed()
     }
 
-    /// Every discovery service as tonic routes, to mount beside other services.
+    /// Every discovery service as tonic routes, to mount beside other services. Not knowing
+    /// where they are served, CSDS's `auto` treats the port as reachable from elsewhere.
     pub fn routes(&self) -> Routes {
-        services::routes(&self.shared, self.health.clone())
+        services::routes(&self.shared, self.health.clone(), false)
+    }
+
+    /// What CSDS answers `req`, for the operator (the admin port): every node, whoever asks;
+    /// secret bodies only when [`XdsServerBuilder::csds_secrets`] allows them.
+    pub fn client_status(&self, req: &ClientStatusRequest) -> ClientStatusResponse {
+        super::csds::answer(&self.shared, req, &PeerIdentity::Unchecked)
     }
 
     /// Serves on `addr` until the task is dropped.
@@ -390,7 +437,9 @@ impl XdsServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let routes = self.routes();
+        // CSDS's `auto`: open on a port that only this machine can reach.
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        let routes = services::routes(&self.shared, self.health.clone(), loopback);
         for service in ["", "envoy.service.discovery.v3.AggregatedDiscoveryService"] {
             self.health
                 .set_service_status(service, tonic_health::ServingStatus::Serving)

@@ -55,7 +55,7 @@ use super::server::Shared;
 use super::sotw::{select, SotwStream};
 use super::stream::{serve, ResponseStream};
 use super::subscription::SubscriptionState;
-use super::tls::{certificate_names, PeerIdentity};
+use super::tls::PeerIdentity;
 
 /// One door: a scope (ADS, or one type) over the shared server state.
 #[derive(Clone)]
@@ -91,21 +91,12 @@ impl Door {
         ))
     }
 
-    /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
     /// Who the peer is, when node ids must match client certificates.
     fn peer<T>(&self, req: &Request<T>) -> PeerIdentity {
-        match &self.shared.tls {
-            Some(tls) if tls.authorize_node_ids && tls.client_ca.is_some() => {
-                let names = req
-                    .peer_certs()
-                    .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
-                    .unwrap_or_default();
-                PeerIdentity::Names(Arc::new(names))
-            }
-            _ => PeerIdentity::Unchecked,
-        }
+        PeerIdentity::of(self.shared.tls.as_ref(), req)
     }
 
+    /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
     fn fetch(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
         let peer = self.peer(&req);
         let mut req = req.into_inner();
@@ -242,8 +233,8 @@ per_type_service!(VirtualHostDiscoveryService { DeltaVirtualHostsStream delta_vi
 per_type_service!(LocalityEndpointDiscoveryService { DeltaLocalityEndpointsStream delta_locality_endpoints });
 
 /// Every discovery service, CSDS, gRPC health and reflection, with the server's message size
-/// limits applied.
-pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter) -> Routes {
+/// limits applied. `loopback`: the port is reachable from this machine only (CSDS's `auto`).
+pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: bool) -> Routes {
     let door = |scope| Door {
         shared: Arc::clone(shared),
         scope,
@@ -298,11 +289,9 @@ pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter) -> Routes {
             Scope::Single(type_url::EXTENSION_CONFIG)
         ))
         .add_service(
-            ClientStatusDiscoveryServiceServer::new(Csds {
-                shared: Arc::clone(shared),
-            })
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+            ClientStatusDiscoveryServiceServer::new(Csds::new(Arc::clone(shared), loopback))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(HealthServer::new(HealthService::from_health_reporter(
             health,

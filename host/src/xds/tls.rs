@@ -141,6 +141,30 @@ pub(crate) fn certificate_names(der: &[u8]) -> Vec<String> {
     names
 }
 
+impl PeerIdentity {
+    /// Who the peer of `req` is: the names of its client certificate when node ids must match
+    /// them (mutual TLS with `authorize_node_ids`), else unchecked.
+    pub(crate) fn of<T>(tls: Option<&TlsSettings>, req: &tonic::Request<T>) -> Self {
+        match tls {
+            Some(tls) if tls.authorizes_node_ids() => {
+                let names = req
+                    .peer_certs()
+                    .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
+                    .unwrap_or_default();
+                PeerIdentity::Names(Arc::new(names))
+            }
+            _ => PeerIdentity::Unchecked,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Whether every client proves, with a certificate, which node ids it may act for.
+    pub(crate) fn authorizes_node_ids(&self) -> bool {
+        self.authorize_node_ids && self.client_ca.is_some()
+    }
+}
+
 /// Who the peer of a stream is, as far as node authorization goes.
 #[derive(Debug, Clone, Default)]
 pub(crate) enum PeerIdentity {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod cli;
+mod csds_access;
 mod connections;
 mod inputs_etcd;
 mod hostile;

@@ -20,13 +20,13 @@ use crate::support::backend::HttpBackend;
 use crate::support::envoy::{Envoy, EnvoyOptions, XdsMode};
 use crate::support::{free_port, wait_until};
 
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
     /// A CA, a server certificate for localhost/127.0.0.1, and client certificates.
-    fn new(clients: &[&str]) -> Self {
+    pub(crate) fn new(clients: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -61,11 +61,11 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, f: &str) -> PathBuf {
+    pub(crate) fn path(&self, f: &str) -> PathBuf {
         self.dir.path().join(f)
     }
 
-    fn settings(&self) -> TlsSettings {
+    pub(crate) fn settings(&self) -> TlsSettings {
         TlsSettings {
             cert: self.path("server.pem"),
             key: self.path("server.key"),
@@ -75,7 +75,7 @@ impl Pki {
     }
 }
 
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     port: u16,
     ca: &Path,
     identity: Option<(&Path, &Path)>,

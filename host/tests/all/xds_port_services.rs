@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::scripted::*;
 
-fn only(id: &str) -> ClientStatusRequest {
+pub(crate) fn only(id: &str) -> ClientStatusRequest {
     ClientStatusRequest {
         node_matchers: vec![NodeMatcher {
             node_id: Some(StringMatcher {
