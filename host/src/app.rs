@@ -9,24 +9,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::admin::{router, AdminState, Readiness};
+use crate::admin::{AdminAccess, AdminAccessError, AdminState, AdminToken, Readiness};
 use crate::cache::{load_resource_dir, ResourceFileError};
 use crate::config::{Config, GroupBy};
 use crate::inputs::{
-    watch_dir, DirSource, DocumentFileError, EtcdSource, InputStore, KubernetesConnectError,
-    KubernetesSource,
+    watch_dir, DirSource, DocumentFileError, EtcdSource, InputLimits, InputStore,
+    KubernetesConnectError, KubernetesSource,
 };
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::plugins::{
     watch_plugin_files, EngineOptions, InputView, Plugin, PluginChain, PluginEngine,
-    PluginLoadError, PluginSlots, SlotSpec,
+    PluginLoadError, PluginSlots, ReloadError, SlotSpec,
 };
 use crate::xds::{
-    ByCluster, ByIdentity, ByNodeId, ServeError, StreamLimits, XdsServer, XdsServerBuilder,
-    DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE,
+    ByCluster, ByIdentity, ByNodeId, NodeObserver, ServeError, StreamLimits, XdsServer,
+    XdsServerBuilder, DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE,
 };
 use crate::Cache;
 
@@ -58,6 +59,13 @@ pub enum AppError {
         #[source]
         source: PluginLoadError,
     },
+    /// A configured plugin file is outside `[reload] plugin_dirs`: its reloads would all be
+    /// refused.
+    #[error("reload.plugin_dirs: {0}")]
+    PluginDirs(#[source] ReloadError),
+    /// The admin API's token cannot be read, or its address needs one.
+    #[error(transparent)]
+    Admin(#[from] AdminAccessError),
     /// The inputs directory cannot be read.
     #[error(transparent)]
     Inputs(#[from] DocumentFileError),
@@ -91,6 +99,7 @@ pub struct App {
     server: XdsServer,
     pipeline: Option<Pipeline>,
     plugins: Option<PluginSlots>,
+    inputs: Option<Arc<InputStore>>,
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,
     /// Input sources and watches, started by [`App::spawn`].
@@ -107,7 +116,9 @@ impl App {
             .map_err(|e| AppError::Engine(format!("{e:#}")))?;
         let specs = load_plugins(&config, &engine)?;
         let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
-        let (store, dir_source) = load_inputs(config.inputs.dir.as_deref())?;
+        let limits = config.inputs.limits();
+        let (store, dir_source) =
+            read_inputs_off_the_runtime(config.inputs.dir.clone(), limits).await?;
         let pipeline = Pipeline::start(
             cache.clone(),
             chain,
@@ -119,7 +130,7 @@ impl App {
             let p = pipeline.clone();
             tasks.push(Box::pin(watch_dir(
                 source,
-                Duration::from_millis(250),
+                Duration::from_millis(config.inputs.interval_ms),
                 move |keys| p.inputs_changed(keys),
             )));
         }
@@ -128,7 +139,8 @@ impl App {
                 etcd.endpoints.clone(),
                 etcd.prefix.clone(),
                 Arc::clone(&store),
-            );
+            )
+            .with_limits(limits);
             tasks.push(ready_after_first_sync(&readiness, "etcd", source.health()));
             let p = pipeline.clone();
             tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
@@ -143,7 +155,13 @@ impl App {
             let p = pipeline.clone();
             tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
         }
-        let slots = PluginSlots::new(engine, pipeline.clone(), specs);
+        let slots = PluginSlots::new(engine, pipeline.clone(), specs)
+            .with_file_rules(
+                &config.reload.plugin_dirs,
+                config.reload.max_plugin_bytes,
+                Duration::from_millis(config.reload.read_timeout_ms),
+            )
+            .map_err(AppError::PluginDirs)?;
         if config.reload.watch {
             tasks.push(Box::pin(watch_plugin_files(
                 slots.clone(),
@@ -159,6 +177,7 @@ impl App {
             server,
             pipeline: Some(pipeline),
             plugins: Some(slots),
+            inputs: Some(store),
             readiness,
             metrics: None,
             tasks,
@@ -179,6 +198,7 @@ impl App {
             server,
             pipeline: None,
             plugins: None,
+            inputs: None,
             readiness: Arc::new(Readiness::new()),
             metrics: None,
             tasks: Vec::new(),
@@ -219,7 +239,16 @@ impl App {
                 .await
                 .map_err(|source| AppError::Bind { what, addr, source })
         };
-        let admin_listener = bind("admin", admin.unwrap_or(self.config.admin.listen)).await?;
+        let admin_at = admin.unwrap_or(self.config.admin.listen);
+        let token = self
+            .config
+            .admin
+            .token_file
+            .as_deref()
+            .map(AdminToken::read)
+            .transpose()?;
+        AdminAccess::check_listen(admin_at, token.as_ref())?;
+        let admin_listener = bind("admin", admin_at).await?;
         let xds_listener = bind("xds", xds.unwrap_or(self.config.xds.listen)).await?;
         let local = |l: &TcpListener, what, addr| {
             l.local_addr()
@@ -232,12 +261,18 @@ impl App {
             server: self.server.clone(),
             pipeline: self.pipeline.clone(),
             plugins: self.plugins.clone(),
+            inputs: self.inputs,
             metrics: self.metrics,
             readiness: self.readiness,
+            access: Arc::new(AdminAccess::new(
+                admin_addr,
+                &self.config.admin.allowed_hosts,
+                token,
+            )),
         };
         tracing::info!(addr = %admin_addr, "serving the admin API");
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, router(state)).await {
+            if let Err(e) = crate::admin::serve(admin_listener, state).await {
                 tracing::error!(error = %e, "admin API stopped");
             }
         }));
@@ -342,6 +377,18 @@ impl Drop for Running {
     }
 }
 
+/// The xDS server tells the pipeline when a group's nodes come and go: the pipeline computes a
+/// group when it is first needed and forgets it a grace period after its last stream.
+impl NodeObserver for Pipeline {
+    fn node_connected(&self, group: &str, node: &Node) {
+        self.stream_opened(group, node);
+    }
+
+    fn node_disconnected(&self, group: &str) {
+        self.stream_closed(group);
+    }
+}
+
 /// Loads every plugin of the config, in order; the first that fails stops everything with
 /// its name, file and reason.
 pub fn load_plugins(config: &Config, engine: &PluginEngine) -> Result<Vec<SlotSpec>, AppError> {
@@ -382,20 +429,47 @@ pub fn load_chain(config: &Config, engine: &PluginEngine) -> Result<PluginChain,
     ))
 }
 
-/// Reads an inputs directory once; returns the store and the source to keep watching.
+/// Reads an inputs directory once with the default [`InputLimits`]; returns the store and the
+/// source to keep watching.
 pub fn load_inputs(
     dir: Option<&Path>,
+) -> Result<(Arc<InputStore>, Option<DirSource>), DocumentFileError> {
+    load_inputs_with(dir, InputLimits::default())
+}
+
+/// Reads an inputs directory once within `limits`, waiting out the settle window of files
+/// still being written (blocking: call it off the async runtime's workers); returns the store
+/// and the source to keep watching.
+pub fn load_inputs_with(
+    dir: Option<&Path>,
+    limits: InputLimits,
 ) -> Result<(Arc<InputStore>, Option<DirSource>), DocumentFileError> {
     let store = Arc::new(InputStore::new());
     let Some(dir) = dir else {
         return Ok((store, None));
     };
-    let mut source = DirSource::new(dir, Arc::clone(&store))?;
-    let (_, errors) = source.scan();
+    let mut source = DirSource::with_limits(dir, Arc::clone(&store), limits)?;
+    let (_, errors) = source.scan_settled();
     for e in errors {
-        tracing::warn!(error = %e, "input file skipped until it parses");
+        tracing::warn!(error = %e, "input file skipped until it is fixed");
     }
     Ok((store, Some(source)))
+}
+
+/// [`load_inputs_with`] on a blocking thread, for `App::build`.
+async fn read_inputs_off_the_runtime(
+    dir: Option<PathBuf>,
+    limits: InputLimits,
+) -> Result<(Arc<InputStore>, Option<DirSource>), DocumentFileError> {
+    let at = dir.clone().unwrap_or_default();
+    tokio::task::spawn_blocking(move || load_inputs_with(dir.as_deref(), limits))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DocumentFileError {
+                path: at,
+                reason: format!("reading the directory failed: {e}"),
+            })
+        })
 }
 
 /// The pipeline's options from the config.

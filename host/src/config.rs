@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::inputs::{InputLimits, DEFAULT_MAX_VALUE_BYTES};
 use crate::plugins::PluginLimits;
 
 /// The whole file.
@@ -145,21 +146,33 @@ impl Default for XdsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Listen address of the admin HTTP API (default `127.0.0.1:18001`; keep it on loopback
-    /// or behind authentication: it can reload plugins).
+    /// Listen address of the admin HTTP API (default `127.0.0.1:18001`). It has no TLS: an
+    /// address that is not loopback is refused at start unless `token_file` is set (and then
+    /// put TLS in front of it). See `docs/security.md`.
     pub listen: SocketAddr,
+    /// A file holding the bearer token every request but `/healthz` and `/readyz` must carry
+    /// (`Authorization: Bearer <token>`), relative to this file; read once at start, trimmed.
+    /// An empty or unreadable file stops start-up (default: no token, loopback only).
+    pub token_file: Option<PathBuf>,
+    /// Names besides the listen address that requests may carry in `Host`, e.g.
+    /// `["admin.example.internal"]` (any port) or `["admin.example.internal:8443"]` (that
+    /// port). Requests naming anything else are refused with 421 (DNS rebinding), except
+    /// `/healthz` and `/readyz` (default: none).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 18001)),
+            token_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
 
 /// `[reload]`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Reload a plugin when its file changes (default true).
@@ -169,6 +182,15 @@ pub struct ReloadConfig {
     /// How long a changed file must stay unchanged before it is loaded, in ms (default
     /// 1000): a file still being written is never loaded.
     pub settle_ms: u64,
+    /// The directories a reload may read plugin files from, relative to this file (default:
+    /// the directories of the configured plugin files). A file is read only if it is a
+    /// regular file inside one of them once symlinks are resolved, whether it is named by
+    /// `POST /plugins/{name}/reload {"path": …}` or watched.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The largest plugin file a reload reads, in bytes (default 64 MiB).
+    pub max_plugin_bytes: u64,
+    /// How long reading a plugin file for a reload may take, in ms (default 10,000).
+    pub read_timeout_ms: u64,
 }
 
 impl Default for ReloadConfig {
@@ -177,6 +199,9 @@ impl Default for ReloadConfig {
             watch: true,
             interval_ms: 250,
             settle_ms: 1000,
+            plugin_dirs: Vec::new(),
+            max_plugin_bytes: crate::plugins::PluginSlots::DEFAULT_MAX_PLUGIN_BYTES,
+            read_timeout_ms: millis(crate::plugins::PluginSlots::DEFAULT_READ_TIMEOUT),
         }
     }
 }
@@ -222,9 +247,12 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `[inputs]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[inputs]`: where documents come from, and what one source may hold. A `(kind, name)`
+/// that several sources define is resolved by precedence — the directory, then etcd, then
+/// Kubernetes, a later one winning; within one, the greatest file path or etcd key — and is
+/// listed as a conflict (see `docs/architecture.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct InputsConfig {
     /// A directory of YAML/JSON documents, each with `kind` and `name`.
     pub dir: Option<PathBuf>,
@@ -232,6 +260,53 @@ pub struct InputsConfig {
     pub etcd: Option<EtcdConfig>,
     /// A Kubernetes cluster's objects, as `k8s/<Kind>` documents plus mesh `Service`s.
     pub kubernetes: Option<KubernetesConfig>,
+    /// How often the directory is scanned, in ms (default 250).
+    pub interval_ms: u64,
+    /// How long a changed, added or deleted file must stay unchanged before the store sees
+    /// it, in ms (default 200): a file still being written is never published. `0` publishes
+    /// what each scan sees.
+    pub settle_ms: u64,
+    /// Largest document file, in bytes (default 4 MiB); a larger one is refused and keeps its
+    /// last good documents.
+    pub max_file_bytes: u64,
+    /// Most document files read from the directory (default 10,000); past it only the first
+    /// ones by path are read.
+    pub max_files: usize,
+    /// Most documents one source — the directory, the etcd prefix — holds (default 100,000);
+    /// a file or key that would exceed it is refused and keeps its last good documents.
+    pub max_documents: usize,
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        let limits = InputLimits::default();
+        InputsConfig {
+            dir: None,
+            etcd: None,
+            kubernetes: None,
+            interval_ms: 250,
+            settle_ms: millis(limits.settle),
+            max_file_bytes: limits.max_file_bytes,
+            max_files: limits.max_files,
+            max_documents: limits.max_documents,
+        }
+    }
+}
+
+impl InputsConfig {
+    /// The limits every source is built with.
+    pub fn limits(&self) -> InputLimits {
+        InputLimits {
+            settle: std::time::Duration::from_millis(self.settle_ms),
+            max_file_bytes: self.max_file_bytes,
+            max_files: self.max_files,
+            max_documents: self.max_documents,
+            max_value_bytes: self
+                .etcd
+                .as_ref()
+                .map_or(DEFAULT_MAX_VALUE_BYTES, |e| e.max_value_bytes),
+        }
+    }
 }
 
 /// `[inputs.etcd]`: `etcd = { endpoints = ["127.0.0.1:2379"], prefix = "/nebucloud-xds/" }`.
@@ -242,6 +317,14 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// Every key under this prefix is read (required: an empty one would read all of etcd).
     pub prefix: String,
+    /// Largest value decoded, in bytes (default 1.5 MiB, etcd's own default request limit); a
+    /// larger one is refused unread and its key keeps its last good documents.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+}
+
+fn default_max_value_bytes() -> usize {
+    DEFAULT_MAX_VALUE_BYTES
 }
 
 /// `[inputs.kubernetes]`: `kubernetes = { namespaces = ["shop"], default_namespace = "default",
@@ -355,6 +438,16 @@ impl Config {
         if let Some(dir) = &mut config.inputs.dir {
             *dir = base.join(&*dir);
         }
+        if let Some(token) = &mut config.admin.token_file {
+            *token = base.join(&*token);
+        }
+        for dir in &mut config.reload.plugin_dirs {
+            // Joined, an empty entry would silently mean the config file's directory.
+            if dir.as_os_str().is_empty() {
+                return Err(err("reload.plugin_dirs has an empty entry".into()));
+            }
+            *dir = base.join(&*dir);
+        }
         config.check().map_err(err)?;
         Ok(config)
     }
@@ -406,6 +499,17 @@ impl Config {
             }
         }
         positive("reload.interval_ms", self.reload.interval_ms)?;
+        positive("reload.max_plugin_bytes", self.reload.max_plugin_bytes)?;
+        positive("reload.read_timeout_ms", self.reload.read_timeout_ms)?;
+        if self
+            .reload
+            .plugin_dirs
+            .iter()
+            .any(|d| d.as_os_str().is_empty())
+        {
+            return Err("reload.plugin_dirs has an empty entry".into());
+        }
+        self.check_admin()?;
         positive("pipeline.debounce_ms", self.pipeline.debounce_ms)?;
         positive("pipeline.max_delay_ms", self.pipeline.max_delay_ms)?;
         if self.pipeline.debounce_ms > self.pipeline.max_delay_ms {
@@ -415,7 +519,13 @@ impl Config {
                 self.pipeline.debounce_ms, self.pipeline.max_delay_ms
             ));
         }
+        let i = &self.inputs;
+        positive("inputs.interval_ms", i.interval_ms)?;
+        positive("inputs.max_file_bytes", i.max_file_bytes)?;
+        positive("inputs.max_files", i.max_files as u64)?;
+        positive("inputs.max_documents", i.max_documents as u64)?;
         if let Some(etcd) = &self.inputs.etcd {
+            positive("inputs.etcd.max_value_bytes", etcd.max_value_bytes as u64)?;
             if etcd.endpoints.is_empty() {
                 return Err("inputs.etcd.endpoints is empty: give at least one".into());
             }
@@ -435,12 +545,41 @@ impl Config {
             positive(&key("memory_bytes"), p.limits.memory_bytes as u64)?;
             positive(&key("max_input_bytes"), p.limits.max_input_bytes as u64)?;
             positive(&key("max_output_bytes"), p.limits.max_output_bytes as u64)?;
+            positive(&key("max_reads"), p.limits.max_reads as u64)?;
+            positive(&key("max_read_bytes"), p.limits.max_read_bytes as u64)?;
+            positive(
+                &key("max_document_bytes"),
+                p.limits.max_document_bytes as u64,
+            )?;
         }
         Ok(())
     }
 }
 
 impl Config {
+    /// `[admin]`: an address off loopback needs a token, and `allowed_hosts` holds host names
+    /// (with an optional port), nothing else.
+    fn check_admin(&self) -> Result<(), String> {
+        let a = &self.admin;
+        if !a.listen.ip().to_canonical().is_loopback() && a.token_file.is_none() {
+            return Err(format!(
+                "admin.listen {} is not a loopback address and admin.token_file is not set: \
+                 the admin API reloads plugins and shows every node's config, and has no TLS; \
+                 set admin.token_file (and put TLS in front of it) or listen on 127.0.0.1",
+                a.listen
+            ));
+        }
+        for h in &a.allowed_hosts {
+            if !crate::admin::valid_allowed_host(h) {
+                return Err(format!(
+                    "admin.allowed_hosts has {h:?}: give host names, e.g. \"admin.example\" or \
+                     \"admin.example:8443\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults, for serving a static resource directory (no plugins).
     pub fn default_for_resources() -> Self {
         Config {
@@ -546,6 +685,67 @@ mod tests {
     }
 
     #[test]
+    fn admin_and_plugin_file_keys_resolve_against_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).map_err(|e| e.to_string())
+        };
+        let c = load("").unwrap();
+        assert_eq!((c.admin.token_file, c.admin.allowed_hosts.len()), (None, 0));
+        assert!(
+            c.reload.plugin_dirs.is_empty(),
+            "default: the plugin files' directories"
+        );
+        assert_eq!(
+            (c.reload.max_plugin_bytes, c.reload.read_timeout_ms),
+            (64 << 20, 10_000)
+        );
+        let c = load(concat!(
+            "[admin]\nlisten = \"0.0.0.0:18001\"\ntoken_file = \"secret/token\"\n",
+            "allowed_hosts = [\"admin.example\", \"[fd00::1]:8443\"]\n",
+            "[reload]\nplugin_dirs = [\"plugins\", \"/opt/wasm\"]\nmax_plugin_bytes = 1024\n",
+            "read_timeout_ms = 50\n",
+        ))
+        .unwrap();
+        assert_eq!(c.admin.token_file, Some(dir.path().join("secret/token")));
+        assert_eq!(
+            c.reload.plugin_dirs,
+            [dir.path().join("plugins"), PathBuf::from("/opt/wasm")]
+        );
+        assert_eq!(
+            (c.reload.max_plugin_bytes, c.reload.read_timeout_ms),
+            (1024, 50)
+        );
+        for (text, key) in [
+            ("[admin]\nlisten = \"0.0.0.0:18001\"\n", "admin.token_file"),
+            (
+                "[admin]\nlisten = \"[::]:18001\"\n",
+                "not a loopback address",
+            ),
+            (
+                "[admin]\nallowed_hosts = [\"http://a\"]\n",
+                "admin.allowed_hosts",
+            ),
+            (
+                "[admin]\nallowed_hosts = [\"a:port\"]\n",
+                "admin.allowed_hosts",
+            ),
+            ("[admin]\ntoken = \"x\"\n", "token"),
+            (
+                "[reload]\nmax_plugin_bytes = 0\n",
+                "reload.max_plugin_bytes",
+            ),
+            ("[reload]\nread_timeout_ms = 0\n", "reload.read_timeout_ms"),
+            ("[reload]\nplugin_dirs = [\"\"]\n", "reload.plugin_dirs"),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -593,5 +793,43 @@ mod tests {
         assert!(e.contains("prefix"), "{e}");
         let e = load("[inputs.etcd]\nendpoints = []\nprefix = \"/\"\n").unwrap_err();
         assert!(e.contains("inputs.etcd.endpoints"), "{e}");
+    }
+
+    #[test]
+    fn input_limits_have_defaults_reach_the_sources_and_zero_is_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).map_err(|e| e.to_string())
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.inputs.interval_ms, 250);
+        assert_eq!(c.inputs.limits(), InputLimits::default());
+        assert_eq!(InputLimits::default().max_file_bytes, 4 << 20);
+        let c = load(concat!(
+            "[inputs]\nsettle_ms = 0\nmax_file_bytes = 10\nmax_files = 2\nmax_documents = 3\n",
+            "etcd = { endpoints = [\"a:1\"], prefix = \"/\", max_value_bytes = 5 }\n",
+        ))
+        .unwrap();
+        let limits = c.inputs.limits();
+        assert_eq!(limits.settle, std::time::Duration::ZERO, "0 is allowed");
+        let caps = (limits.max_file_bytes, limits.max_files);
+        assert_eq!((caps, limits.max_documents), ((10, 2), 3));
+        assert_eq!(limits.max_value_bytes, 5);
+        for key in [
+            "interval_ms",
+            "max_file_bytes",
+            "max_files",
+            "max_documents",
+        ] {
+            let e = load(&format!("[inputs]\n{key} = 0\n")).unwrap_err();
+            assert!(e.contains(&format!("inputs.{key}")), "{e}");
+        }
+        let e = load("[inputs.etcd]\nendpoints = [\"a:1\"]\nprefix = \"/\"\nmax_value_bytes = 0\n")
+            .unwrap_err();
+        assert!(e.contains("inputs.etcd.max_value_bytes"), "{e}");
+        let e = load("[inputs]\nsettle = 1\n").unwrap_err();
+        assert!(e.contains("settle"), "{e}");
     }
 }

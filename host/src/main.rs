@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use nebucloud_xds::app::{load_chain, load_inputs, App};
+use nebucloud_xds::app::{load_chain, load_inputs, load_inputs_with, App};
 use nebucloud_xds::cache::load_resource_dir;
 use nebucloud_xds::config::Config;
 use nebucloud_xds::plugins::{
@@ -38,18 +38,13 @@ enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// List the nodes connected to a running server (reads its admin API).
-    Nodes {
-        /// The admin address.
-        #[arg(long, default_value = "127.0.0.1:18001")]
-        admin: SocketAddr,
-    },
+    Nodes(AdminArgs),
     /// Print what a running server serves one node, decoded to JSON (reads its admin API).
     Dump {
         /// The node id.
         node: String,
-        /// The admin address.
-        #[arg(long, default_value = "127.0.0.1:18001")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Check a resource directory and print what each group would be served.
     CheckResources {
@@ -74,6 +69,21 @@ struct ServeArgs {
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
 }
+
+/// How to reach a running server's admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin address.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    admin: SocketAddr,
+    /// A file holding the admin API's bearer token (the server's `[admin] token_file`);
+    /// default: `$NEBUCLOUD_XDS_ADMIN_TOKEN_FILE`, else no token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// The environment variable that names the token file when `--token-file` is not given.
+const TOKEN_FILE_ENV: &str = "NEBUCLOUD_XDS_ADMIN_TOKEN_FILE";
 
 #[derive(Subcommand)]
 enum ConfigCommand {
@@ -166,9 +176,9 @@ fn main() -> anyhow::Result<()> {
             inputs,
             seconds,
         }) => plugin_bench(&file, &config, node.as_deref(), inputs.as_deref(), seconds),
-        Command::Nodes { admin } => runtime.block_on(async {
+        Command::Nodes(admin) => runtime.block_on(async {
             let nodes: serde_json::Value =
-                serde_json::from_str(&admin_get(admin, "/debug/nodes").await?)?;
+                serde_json::from_str(&admin_get(&admin, "/debug/nodes").await?)?;
             for n in nodes.as_array().into_iter().flatten() {
                 println!(
                     "{}  group={}  streams={}",
@@ -191,7 +201,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Dump { node, admin } => runtime.block_on(async {
-            let body = admin_get(admin, &format!("/debug/nodes/{node}/config")).await?;
+            let body = admin_get(&admin, &format!("/debug/nodes/{node}/config")).await?;
             let json: serde_json::Value = serde_json::from_str(&body)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
@@ -238,7 +248,7 @@ async fn config_check(file: &Path) -> anyhow::Result<()> {
     let engine =
         PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let chain = load_chain(&config, &engine)?;
-    let (store, _) = load_inputs(config.inputs.dir.as_deref())?;
+    let (store, _) = load_inputs_with(config.inputs.dir.as_deref(), config.inputs.limits())?;
     println!("{}: ok", file.display());
     println!(
         "  xds: {} (group by {:?})",
@@ -308,7 +318,10 @@ fn plugin_run(config_path: &Path, node_path: &Path, inputs: Option<&Path>) -> an
     })
     .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let chain = load_chain(&config, &engine)?;
-    let (store, _) = load_inputs(inputs.or(config.inputs.dir.as_deref()))?;
+    let (store, _) = load_inputs_with(
+        inputs.or(config.inputs.dir.as_deref()),
+        config.inputs.limits(),
+    )?;
     let node = read_node(node_path)?;
     let schema = Schema::envoy()?;
     let out = chain.run(&node, store)?;
@@ -365,14 +378,36 @@ fn read_node(path: &Path) -> anyhow::Result<Node> {
     )?)
 }
 
-/// GETs a path from a running server's admin API; an error status becomes an error with the
-/// server's message.
-async fn admin_get(admin: SocketAddr, path: &str) -> anyhow::Result<String> {
+/// GETs a path from a running server's admin API, naming it in `Host` (the server refuses
+/// other names) and with the bearer token if there is one; an error status becomes an error
+/// with the server's message.
+async fn admin_get(args: &AdminArgs, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let admin = args.admin;
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(|| std::env::var_os(TOKEN_FILE_ENV).map(PathBuf::from));
+    let authorization = match token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the token file {}", file.display()))?;
+            let token = text.trim();
+            anyhow::ensure!(
+                !token.is_empty() && !token.contains(char::is_whitespace),
+                "the token file {} holds no token (one line, no spaces)",
+                file.display()
+            );
+            format!("Authorization: Bearer {token}\r\n")
+        }
+        None => String::new(),
+    };
     let mut stream = tokio::net::TcpStream::connect(admin)
         .await
         .with_context(|| format!("cannot reach the admin API at {admin}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    // `SocketAddr` shows as `127.0.0.1:18001` or `[::1]:18001`: the form `Host` takes.
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;

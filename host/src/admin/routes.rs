@@ -1,8 +1,9 @@
-//! The admin routes.
+//! The admin routes, behind [`AdminAccess`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,8 +11,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
+use tokio::net::TcpListener;
 
-use super::Readiness;
+use super::access::{guard, ArrivedAt};
+use super::{AdminAccess, Readiness};
+use crate::inputs::InputStore;
 use crate::pipeline::Pipeline;
 use crate::plugins::{PluginSlots, ReloadError};
 use crate::schema::Schema;
@@ -26,14 +30,29 @@ pub struct AdminState {
     pub pipeline: Option<Pipeline>,
     /// The plugin slots, when plugins compute the config.
     pub plugins: Option<PluginSlots>,
+    /// The input documents, when plugins compute the config.
+    pub inputs: Option<Arc<InputStore>>,
     /// The Prometheus recorder's handle, when one is installed.
     pub metrics: Option<PrometheusHandle>,
     /// Readiness checks.
     pub readiness: Arc<Readiness>,
+    /// Who may use it.
+    pub access: Arc<AdminAccess>,
 }
 
-/// The admin API.
+/// Serves the admin API on `listener` until the task is dropped; each request is checked
+/// against the address its connection arrived at.
+pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<ArrivedAt>(),
+    )
+    .await
+}
+
+/// The admin API: every route behind [`AdminAccess`] (the probes behind nothing).
 pub fn router(state: AdminState) -> Router {
+    let access = Arc::clone(&state.access);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -42,10 +61,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/nodes/{id}", get(node))
         .route("/debug/nodes/{id}/config", get(node_config))
         .route("/debug/groups", get(groups))
+        .route("/debug/inputs", get(inputs))
+        .route("/debug/csds", get(csds))
         .route("/debug/plugins", get(plugins))
         .route("/plugins/{name}/reload", post(reload))
         .route("/plugins/{name}/rollback", post(rollback))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(access, guard))
 }
 
 fn not_found(what: String) -> Response {
@@ -112,6 +134,28 @@ async fn node_config(State(s): State<AdminState>, Path(id): Path<String>) -> Res
     Json(serde_json::json!({ "node": id, "group": status.group, "version": set.version(), "resources": resources })).into_response()
 }
 
+/// The input documents and the keys defined by more than one source (which definition wins).
+async fn inputs(State(s): State<AdminState>) -> Response {
+    let Some(store) = s.inputs else {
+        return Json(serde_json::json!({ "documents": 0, "conflicts": [] })).into_response();
+    };
+    Json(serde_json::json!({ "documents": store.len(), "conflicts": store.conflicts() }))
+        .into_response()
+}
+
+/// What CSDS answers for every node, as JSON: the operator's view, always served here.
+async fn csds(State(s): State<AdminState>) -> Response {
+    let answer = s.server.client_status(&Default::default());
+    let bytes = prost::Message::encode_to_vec(&answer);
+    match Schema::envoy().and_then(|schema| schema.to_json(CLIENT_STATUS_RESPONSE, &bytes)) {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+const CLIENT_STATUS_RESPONSE: &str =
+    "type.googleapis.com/envoy.service.status.v3.ClientStatusResponse";
+
 /// Every group with its streams and idle time, and the lifecycle's totals.
 async fn groups(State(s): State<AdminState>) -> Response {
     let Some(p) = s.pipeline else {
@@ -137,15 +181,24 @@ struct ReloadBody {
     path: Option<PathBuf>,
 }
 
-async fn reload(
-    State(s): State<AdminState>,
-    Path(name): Path<String>,
-    body: Option<Json<ReloadBody>>,
-) -> Response {
+/// A reload: the JSON content type is checked before (see `access`), so an empty body is the
+/// plugin's own file and anything else must be a [`ReloadBody`].
+async fn reload(State(s): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
     let Some(slots) = s.plugins else {
         return not_found("this server runs no plugins".into());
     };
-    let path = body.and_then(|Json(b)| b.path);
+    let path = if body.trim_ascii().is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<ReloadBody>(&body) {
+            Ok(b) => b.path,
+            Err(e) => {
+                let error = format!("the body is not {{\"path\": \"…\"}}: {e}");
+                let body = Json(serde_json::json!({ "error": error }));
+                return (StatusCode::BAD_REQUEST, body).into_response();
+            }
+        }
+    };
     reload_response(slots.reload(&name, path.as_deref()).await)
 }
 
@@ -167,6 +220,11 @@ fn reload_response(result: Result<crate::plugins::ReloadOutcome, ReloadError>) -
             .into_response(),
         Err(e @ ReloadError::Busy) => (
             StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(e @ ReloadError::OutsidePluginDirs { .. }) => (
+            StatusCode::FORBIDDEN,
             Json(serde_json::json!({ "error": e.to_string() })),
         )
             .into_response(),

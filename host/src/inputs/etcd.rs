@@ -1,16 +1,18 @@
 //! The etcd input source: every key under a prefix holds YAML/JSON documents. The source lists
 //! the prefix, watches it from the listed revision on, and mirrors each key into the store.
 
-use std::collections::BTreeSet;
+mod mirror;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, WatchOptions};
 
-use super::{parse_documents, InputStore, SourceHealth};
+use super::store::ETCD_SOURCE;
+use super::{InputLimits, InputStore, SourceHealth};
+use mirror::{decode_all, KeyMirror};
 
 /// How long connecting, listing or starting a watch may take before etcd counts as away.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,22 +40,41 @@ pub struct EtcdUnavailable {
 pub struct EtcdSource {
     endpoints: Vec<String>,
     prefix: String,
+    max_value_bytes: usize,
     mirror: KeyMirror,
 }
 
 impl EtcdSource {
     /// A source for the keys under `prefix` on the etcd cluster at `endpoints` (`host:port` or
-    /// `http://host:port`). Nothing connects until [`run`](Self::run).
+    /// `http://host:port`), with the default [`InputLimits`]. Nothing connects until
+    /// [`run`](Self::run).
     pub fn new(endpoints: Vec<String>, prefix: String, store: Arc<InputStore>) -> Self {
-        let mirror = KeyMirror {
-            store,
-            health: SourceHealth::new("etcd"),
-            present: BTreeSet::new(),
-        };
+        let limits = InputLimits::default();
+        let mirror = KeyMirror::new(store, SourceHealth::new("etcd"), limits.max_documents);
         EtcdSource {
             endpoints,
             prefix,
+            max_value_bytes: limits.max_value_bytes,
             mirror,
+        }
+    }
+
+    /// The same source within `limits`: a value over `max_value_bytes` is refused unread, and
+    /// the prefix holds at most `max_documents`; a refused key keeps its last documents.
+    #[must_use]
+    pub fn with_limits(self, limits: InputLimits) -> Self {
+        let EtcdSource {
+            endpoints,
+            prefix,
+            mirror,
+            ..
+        } = self;
+        let (store, health) = mirror.into_parts();
+        EtcdSource {
+            endpoints,
+            prefix,
+            max_value_bytes: limits.max_value_bytes,
+            mirror: KeyMirror::new(store, health, limits.max_documents),
         }
     }
 
@@ -140,13 +161,14 @@ impl EtcdSource {
             listing.extend(
                 page.kvs()
                     .iter()
-                    .map(|kv| (key_name(kv), kv.value().to_vec())),
+                    .map(|kv| (key_name(kv), Some(kv.value().to_vec()))),
             );
             if !page.more() {
                 break;
             }
         }
-        notify(on_change, self.mirror.reconcile(listing));
+        let decoded = decode_all(listing, self.max_value_bytes).await;
+        notify(on_change, self.mirror.reconcile(decoded));
         Ok(revision)
     }
 
@@ -185,16 +207,25 @@ impl EtcdSource {
                     response.cancel_reason()
                 )));
             }
+            // A deletion is a tombstone of version 0. (`Event::event_type` panics on a type
+            // the crate does not know; a watch must not.)
+            let events = response
+                .events()
+                .iter()
+                .filter_map(|e| e.kv())
+                .map(|kv| {
+                    (
+                        key_name(kv),
+                        (kv.version() != 0).then(|| kv.value().to_vec()),
+                    )
+                })
+                .collect();
             let mut changed = Vec::new();
-            for kv in response.events().iter().filter_map(|e| e.kv()) {
-                // A deletion is a tombstone of version 0. (`Event::event_type` panics on a type
-                // the crate does not know; a watch must not.)
-                changed.extend(if kv.version() == 0 {
-                    self.mirror.delete(&key_name(kv))
-                } else {
-                    self.mirror.put(&key_name(kv), kv.value())
-                });
+            for (key, update) in decode_all(events, self.max_value_bytes).await {
+                changed.extend(self.mirror.apply(&key, update));
             }
+            changed.sort();
+            changed.dedup();
             notify(on_change, changed);
         }
     }
@@ -244,128 +275,14 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     (vec![0], vec![0])
 }
 
-/// What the source put in the store, key by key: the part of the source that does not talk
-/// to etcd.
-#[derive(Debug)]
-struct KeyMirror {
-    store: Arc<InputStore>,
-    health: SourceHealth,
-    /// Keys whose documents are in the store.
-    present: BTreeSet<String>,
-}
-
-impl KeyMirror {
-    /// `key` now holds `value`: its documents replace the key's last ones, unless it does not
-    /// parse, when the last ones stay and the health names the key and why.
-    fn put(&mut self, key: &str, value: &[u8]) -> Vec<(String, String)> {
-        let parsed = std::str::from_utf8(value)
-            .map_err(|e| format!("not UTF-8: {e}"))
-            .and_then(|text| parse_documents(Path::new(key), text).map_err(|e| e.reason));
-        match parsed {
-            Ok(docs) => {
-                self.health.valid(key);
-                self.present.insert(key.to_owned());
-                self.store.replace_source(&source_name(key), docs)
-            }
-            Err(reason) => {
-                self.health.invalid(key, &reason);
-                Vec::new()
-            }
-        }
-    }
-
-    /// `key` was deleted: its documents go.
-    fn delete(&mut self, key: &str) -> Vec<(String, String)> {
-        self.health.valid(key);
-        if self.present.remove(key) {
-            self.store.replace_source(&source_name(key), Vec::new())
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// etcd holds exactly `listing`: every key in it is put, every other key is deleted.
-    fn reconcile(&mut self, listing: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
-        let listed: BTreeSet<&str> = listing.iter().map(|(k, _)| k.as_str()).collect();
-        let gone: BTreeSet<String> = self
-            .present
-            .iter()
-            .chain(self.health.status().invalid.keys())
-            .filter(|k| !listed.contains(k.as_str()))
-            .cloned()
-            .collect();
-        let mut changed = Vec::new();
-        for key in gone {
-            changed.extend(self.delete(&key));
-        }
-        for (key, value) in &listing {
-            changed.extend(self.put(key, value));
-        }
-        changed.sort();
-        changed.dedup();
-        changed
-    }
-}
-
+/// The store source of `key`.
 fn source_name(key: &str) -> String {
-    format!("etcd:{key}")
+    format!("{ETCD_SOURCE}{key}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::InputView;
-
-    fn mirror() -> KeyMirror {
-        KeyMirror {
-            store: Arc::new(InputStore::new()),
-            health: SourceHealth::new("etcd"),
-            present: BTreeSet::new(),
-        }
-    }
-
-    fn svc(name: &str, port: u16) -> Vec<u8> {
-        format!("kind: Service\nname: {name}\nport: {port}\n").into_bytes()
-    }
-
-    #[test]
-    fn a_broken_value_keeps_the_keys_last_documents_and_names_the_key() {
-        let mut m = mirror();
-        assert_eq!(m.put("/nx/web", &svc("web", 1)).len(), 1);
-        assert!(m.put("/nx/web", b"kind: Service\nname: [web\n").is_empty());
-        let invalid = m.health.status().invalid;
-        assert!(invalid["/nx/web"].contains("line"), "{invalid:?}");
-        assert!(m
-            .store
-            .get("Service", "web")
-            .unwrap()
-            .json
-            .contains("\"port\":1"));
-        assert!(m.put("/nx/bin", &[0xff, 0xfe]).is_empty());
-        assert!(m.health.status().invalid["/nx/bin"].contains("UTF-8"));
-        assert_eq!(m.put("/nx/web", &svc("web", 2)).len(), 1);
-        assert!(!m.health.status().invalid.contains_key("/nx/web"));
-    }
-
-    #[test]
-    fn reconciling_removes_keys_deleted_meanwhile_and_reports_only_real_changes() {
-        let mut m = mirror();
-        m.put("/nx/a", &svc("a", 1));
-        m.put("/nx/b", &svc("b", 1));
-        m.put("/nx/c", b"kind: [");
-        let changed = m.reconcile(vec![
-            ("/nx/a".into(), svc("a", 1)),
-            ("/nx/d".into(), svc("d", 1)),
-        ]);
-        let names: Vec<&str> = changed.iter().map(|(_, n)| n.as_str()).collect();
-        assert_eq!(names, vec!["b", "d"]);
-        assert!(m.store.get("Service", "b").is_none());
-        assert!(
-            m.health.status().invalid.is_empty(),
-            "a deleted key is no longer invalid"
-        );
-        assert_eq!(m.present.iter().collect::<Vec<_>>(), vec!["/nx/a", "/nx/d"]);
-    }
 
     #[test]
     fn prefix_ranges_cover_exactly_the_prefix() {

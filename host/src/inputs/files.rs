@@ -1,76 +1,62 @@
 //! The default input source: a directory of YAML/JSON files, each holding documents with a
-//! `kind` and a `name`. A file that does not parse keeps its last good documents and says
-//! which file and line is wrong.
+//! `kind` and a `name`. A changed file is read once it has stopped changing, within size and
+//! count limits; a file that does not parse or is over a limit keeps its last good documents.
 
-use std::collections::BTreeMap;
+mod disk;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
-
-use super::InputStore;
+use super::limits::DocumentBudget;
+use super::store::FILE_SOURCE;
+use super::{parse_documents, DocumentFileError, InputLimits, InputStore, SourceHealth};
 use crate::plugins::Document;
+use disk::{files_under, read_capped, Refusal};
 
-/// A document file that could not be read: which file, and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct DocumentFileError {
-    /// The file.
-    pub path: PathBuf,
-    /// Why (YAML errors carry line and column).
-    pub reason: String,
+/// What a scan sees of a file: a rewrite changes one or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
 }
 
-/// Parses one file's text: YAML (or JSON) with one document, several `---`-separated ones, or
-/// a list. Each must be a mapping with string `kind` and `name`.
-pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Document>, DocumentFileError> {
-    let err = |reason: String| DocumentFileError {
-        path: path.to_owned(),
-        reason,
-    };
-    let mut out = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_json::Value::deserialize(de).map_err(|e| err(e.to_string()))?;
-        let items = match value {
-            serde_json::Value::Null => Vec::new(),
-            serde_json::Value::Array(items) => items,
-            one => vec![one],
-        };
-        for item in items {
-            let field = |f: &str| {
-                item.get(f)
-                    .and_then(|v| v.as_str())
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-            };
-            let (Some(kind), Some(name)) = (field("kind"), field("name")) else {
-                return Err(err(format!(
-                    "document {} has no string `kind` and `name`",
-                    i + 1
-                )));
-            };
-            out.push(Document {
-                kind,
-                name,
-                json: item.to_string().into(),
-            });
-        }
-    }
-    Ok(out)
+/// One file the source knows.
+#[derive(Debug, Default)]
+struct Tracked {
+    /// The stamp the store reflects (read, or refused for its content); `None` before.
+    applied: Option<Stamp>,
+    /// A different stamp (`None`: the file is gone) and since when it has been seen.
+    pending: Option<(Option<Stamp>, Instant)>,
 }
 
-/// A watched directory feeding an [`InputStore`].
+/// A watched directory feeding an [`InputStore`]. Each file is its own store source
+/// (`file:<path under the directory>`).
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
     store: Arc<InputStore>,
-    seen: BTreeMap<PathBuf, SystemTime>,
+    limits: InputLimits,
+    health: SourceHealth,
+    files: BTreeMap<PathBuf, Tracked>,
+    budget: DocumentBudget,
+    /// Whether a scan has run: the first one trusts modification times (see `scan`).
+    primed: bool,
 }
 
 impl DirSource {
-    /// A source for `dir`, which must exist.
+    /// A source for `dir`, which must exist, with the default [`InputLimits`].
     pub fn new(dir: &Path, store: Arc<InputStore>) -> Result<Self, DocumentFileError> {
+        Self::with_limits(dir, store, InputLimits::default())
+    }
+
+    /// A source for `dir`, which must exist, within `limits`.
+    pub fn with_limits(
+        dir: &Path,
+        store: Arc<InputStore>,
+        limits: InputLimits,
+    ) -> Result<Self, DocumentFileError> {
         if !dir.is_dir() {
             return Err(DocumentFileError {
                 path: dir.to_owned(),
@@ -80,92 +66,189 @@ impl DirSource {
         Ok(DirSource {
             dir: dir.to_owned(),
             store,
-            seen: BTreeMap::new(),
+            limits,
+            health: SourceHealth::new("files"),
+            files: BTreeMap::new(),
+            budget: DocumentBudget::new(limits.max_documents),
+            primed: false,
         })
     }
 
-    /// Reads what changed since the last scan into the store; returns the changed keys and the
-    /// errors of files that did not parse (their last documents stay in the store).
+    /// The source's health: the files refused and why (connected after the first scan).
+    pub fn health(&self) -> SourceHealth {
+        self.health.clone()
+    }
+
+    /// Reads into the store every file that changed (or went) and has since stayed unchanged
+    /// for the settle window — at two scans that far apart, or, at the first scan, by its
+    /// modification time. Blocking file I/O: run it off the async runtime's workers. Returns
+    /// the changed keys and the errors of files refused (their last documents stay).
     pub fn scan(&mut self) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
-        let mut changed = Vec::new();
+        let now = Instant::now();
+        let (listed, over) = self.list();
         let mut errors = Vec::new();
-        let mut present = BTreeMap::new();
-        for path in files_under(&self.dir) {
-            let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
-                continue;
-            };
-            present.insert(path.clone(), modified);
-            if self.seen.get(&path) == Some(&modified) {
+        let dir_entry = self.dir.display().to_string();
+        match over {
+            Some(n) => {
+                let reason = format!(
+                    "holds {n} document files, over inputs.max_files = {}; only the first {} \
+                     by path are read",
+                    self.limits.max_files, self.limits.max_files
+                );
+                self.health.invalid(&dir_entry, &reason);
+                errors.push(DocumentFileError {
+                    path: self.dir.clone(),
+                    reason,
+                });
+            }
+            None => self.health.valid(&dir_entry),
+        }
+        let paths: BTreeSet<PathBuf> = self.files.keys().chain(listed.keys()).cloned().collect();
+        let mut changed = Vec::new();
+        for path in paths {
+            // Past the file cap a file is neither read nor forgotten: it keeps what it had.
+            if over.is_some() && !listed.contains_key(&path) && path.exists() {
                 continue;
             }
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| DocumentFileError {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })
-                .and_then(|text| parse_documents(&path, &text));
-            match parsed {
-                Ok(docs) => changed.extend(self.store.replace_source(&source_name(&path), docs)),
-                Err(e) => {
-                    metrics::counter!("input_errors_total", "source" => "files").increment(1);
-                    tracing::warn!(error = %e, "input file keeps its last good documents");
-                    errors.push(e);
+            let seen = listed.get(&path).copied();
+            if !self.settled(&path, seen, now) {
+                continue;
+            }
+            let entry = path.display().to_string();
+            let Some(stamp) = seen else {
+                changed.extend(self.store.replace_source(&self.source(&path), Vec::new()));
+                self.budget.release(&entry);
+                self.health.valid(&entry);
+                self.files.remove(&path);
+                continue;
+            };
+            match self.read(&path) {
+                Ok(docs) => {
+                    changed.extend(self.store.replace_source(&self.source(&path), docs));
+                    self.health.valid(&entry);
+                    self.applied(&path, stamp);
+                }
+                Err(Refusal::Content(reason)) => {
+                    self.health.invalid(&entry, &reason);
+                    errors.push(DocumentFileError {
+                        path: path.clone(),
+                        reason,
+                    });
+                    self.applied(&path, stamp);
+                }
+                // Retried at the next scan: a permission or a mount may come back.
+                Err(Refusal::Io(reason)) => {
+                    self.health.invalid(&entry, &reason);
+                    errors.push(DocumentFileError { path, reason });
                 }
             }
         }
-        for gone in self.seen.keys().filter(|p| !present.contains_key(*p)) {
-            changed.extend(self.store.replace_source(&source_name(gone), Vec::new()));
+        if !self.primed {
+            self.primed = true;
+            self.health.synced();
         }
-        // A file that failed is retried at every scan until it parses (the epoch never equals
-        // a real mtime), and still counts as present, so deleting it removes its documents.
-        for e in &errors {
-            present.insert(e.path.clone(), SystemTime::UNIX_EPOCH);
-        }
-        self.seen = present;
         if !changed.is_empty() {
             metrics::counter!("input_events_total", "source" => "files").increment(1);
         }
+        changed.sort();
+        changed.dedup();
         (changed, errors)
     }
-}
 
-fn source_name(path: &Path) -> String {
-    format!("file:{}", path.display())
-}
+    /// Scans, and if a file is still settling, waits out the window once and scans again: the
+    /// first read of a directory at start. A file still changing after that waits for the watch.
+    pub fn scan_settled(&mut self) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
+        let (mut changed, mut errors) = self.scan();
+        if self.files.values().any(|t| t.pending.is_some()) {
+            std::thread::sleep(self.limits.settle + Duration::from_millis(10));
+            let (more, more_errors) = self.scan();
+            changed.extend(more);
+            changed.sort();
+            changed.dedup();
+            let new = |e: &DocumentFileError| errors.iter().all(|known| known.path != e.path);
+            let more_errors: Vec<_> = more_errors.into_iter().filter(new).collect();
+            errors.extend(more_errors);
+        }
+        (changed, errors)
+    }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
+    /// Whether `path`, now seen as `seen`, differs from what the store reflects and has stayed
+    /// so for the settle window.
+    fn settled(&mut self, path: &Path, seen: Option<Stamp>, now: Instant) -> bool {
+        let (first_scan, settle) = (!self.primed, self.limits.settle);
+        let tracked = self.files.entry(path.to_owned()).or_default();
+        if seen == tracked.applied {
+            tracked.pending = None;
+            if seen.is_none() {
+                self.files.remove(path);
+            }
+            return false;
+        }
+        let since = match tracked.pending {
+            Some((pending, since)) if pending == seen => since,
+            _ => {
+                // At start, a file untouched for the whole window is complete. (Backdated by
+                // at most the window: an `Instant` cannot go back before the machine booted.)
+                let age = seen
+                    .filter(|_| first_scan)
+                    .and_then(|s| SystemTime::now().duration_since(s.modified).ok());
+                let since = age
+                    .and_then(|a| now.checked_sub(a.min(settle)))
+                    .unwrap_or(now);
+                tracked.pending = Some((seen, since));
+                since
+            }
         };
-        for e in entries.flatten() {
-            let p = e.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("yaml" | "yml" | "json")
-            ) {
-                out.push(p);
-            }
+        now.duration_since(since) >= settle
+    }
+
+    fn applied(&mut self, path: &Path, stamp: Stamp) {
+        if let Some(t) = self.files.get_mut(path) {
+            t.applied = Some(stamp);
+            t.pending = None;
         }
     }
-    out.sort();
-    out
+
+    /// Reads and parses one file within the limits, and counts its documents in the budget.
+    fn read(&mut self, path: &Path) -> Result<Vec<Document>, Refusal> {
+        let text = read_capped(path, self.limits.max_file_bytes)?;
+        let docs = parse_documents(path, &text).map_err(|e| Refusal::Content(e.reason))?;
+        self.budget
+            .admit(&path.display().to_string(), docs.len())
+            .map_err(Refusal::Content)?;
+        Ok(docs)
+    }
+
+    /// The document files under the directory with their stamps, the first `max_files` by
+    /// path; and how many there are when that is more.
+    fn list(&self) -> (BTreeMap<PathBuf, Stamp>, Option<usize>) {
+        let mut all = files_under(&self.dir);
+        let over = (all.len() > self.limits.max_files).then_some(all.len());
+        all.truncate(self.limits.max_files);
+        let listed = all
+            .into_iter()
+            .filter_map(|p| {
+                let meta = std::fs::metadata(&p).ok()?;
+                let stamp = Stamp {
+                    modified: meta.modified().ok()?,
+                    len: meta.len(),
+                };
+                Some((p, stamp))
+            })
+            .collect();
+        (listed, over)
+    }
+
+    fn source(&self, path: &Path) -> String {
+        let relative = path.strip_prefix(&self.dir).unwrap_or(path);
+        format!("{FILE_SOURCE}{}", relative.display())
+    }
 }
 
-/// Scans `source` every `interval` and calls `on_change` with the keys that changed. Polling
-/// (not inotify) so that editors' rename-into-place saves and network filesystems behave the
-/// same; the interval bounds the latency.
+/// Scans `source` every `interval` on a blocking thread (never on the runtime's workers) and
+/// calls `on_change` with the keys that changed. Polling (not inotify) so that editors'
+/// rename-into-place saves and network filesystems behave the same; the interval plus the
+/// settle window bound the latency.
 pub async fn watch_dir(
     mut source: DirSource,
     interval: Duration,
@@ -175,7 +258,18 @@ pub async fn watch_dir(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (changed, _errors) = source.scan();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let (changed, _errors) = source.scan();
+            (source, changed)
+        })
+        .await;
+        let Ok((back, changed)) = scanned else {
+            tracing::error!(
+                "the input directory scan panicked; the directory is no longer watched"
+            );
+            return;
+        };
+        source = back;
         if !changed.is_empty() {
             on_change(changed);
         }
@@ -183,59 +277,4 @@ pub async fn watch_dir(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plugins::InputView;
-
-    #[test]
-    fn documents_need_kind_and_name_and_errors_give_file_and_line() {
-        let p = Path::new("svc.yaml");
-        let docs = parse_documents(
-            p,
-            "kind: Service\nname: a\n---\n- {kind: Service, name: b}\n",
-        )
-        .unwrap();
-        assert_eq!(
-            docs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-            vec!["a", "b"]
-        );
-        let e = parse_documents(p, "kind: Service\nname: [a\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("svc.yaml") && e.contains("line"), "{e}");
-        let e = parse_documents(p, "kind: Service\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("`kind` and `name`"), "{e}");
-    }
-
-    #[test]
-    fn a_broken_file_keeps_its_last_documents_and_deleting_a_file_removes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(InputStore::new());
-        let mut src = DirSource::new(dir.path(), Arc::clone(&store)).unwrap();
-        let f = dir.path().join("a.yaml");
-        std::fs::write(&f, "kind: Service\nname: a\nport: 1\n").unwrap();
-        assert_eq!(src.scan().0.len(), 1);
-        std::fs::write(&f, "kind: Service\nname: a\nport: [\n").unwrap();
-        filetime_bump(&f);
-        let (changed, errors) = src.scan();
-        assert!(changed.is_empty());
-        assert!(errors[0].to_string().contains("a.yaml"));
-        assert!(store
-            .get("Service", "a")
-            .unwrap()
-            .json
-            .contains("\"port\":1"));
-        std::fs::remove_file(&f).unwrap();
-        assert_eq!(src.scan().0.len(), 1);
-        assert!(store.get("Service", "a").is_none());
-    }
-
-    /// Some filesystems keep whole-second mtimes: make sure a rewrite looks modified.
-    fn filetime_bump(p: &Path) {
-        let f = std::fs::File::options().append(true).open(p).unwrap();
-        let later = SystemTime::now() + Duration::from_secs(2);
-        f.set_modified(later).unwrap();
-    }
-}
+mod tests;

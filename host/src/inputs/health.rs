@@ -100,9 +100,13 @@ impl SourceHealth {
         });
     }
 
-    /// `entry`'s content was refused; it keeps its last documents.
+    /// `entry`'s content was refused; it keeps its last documents. Counted and logged once
+    /// per distinct reason, so an entry retried at every scan does not flood the log.
     pub(crate) fn invalid(&self, entry: &str, reason: &str) {
-        self.status.send_modify(|s| {
+        self.status.send_if_modified(|s| {
+            if s.invalid.get(entry).is_some_and(|r| r == reason) {
+                return false;
+            }
             metrics::counter!("input_errors_total", "source" => s.source).increment(1);
             tracing::warn!(
                 source = s.source,
@@ -111,6 +115,7 @@ impl SourceHealth {
                 "input entry keeps its last good documents"
             );
             s.invalid.insert(entry.to_owned(), reason.to_owned());
+            true
         });
     }
 

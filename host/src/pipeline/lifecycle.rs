@@ -11,14 +11,13 @@ use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 use super::groups::GroupRecord;
 use super::scheduler::{Event, Inner, Pipeline};
-use crate::xds::NodeObserver;
 
-impl NodeObserver for Pipeline {
-    /// Counts the stream. A new group is computed at once; so is a group whose node comes
+impl Pipeline {
+    /// A node of `group` opened a stream: counts the stream. A new group is computed at once; so is a group whose node comes
     /// back under the same id with anything else changed (metadata, locality, …): it is served
     /// from what it sends now, never from an earlier claimant's node. A known group is not
     /// recomputed (a failed one runs again only when an input it read changes).
-    fn node_connected(&self, group: &str, node: &Node) {
+    pub fn stream_opened(&self, group: &str, node: &Node) {
         let inner = &self.inner;
         let demand = match inner.groups.entry(group.to_owned()) {
             Entry::Vacant(v) => {
@@ -47,9 +46,9 @@ impl NodeObserver for Pipeline {
         }
     }
 
-    /// Starts the group's grace period when its last stream closed; with no grace, forgets
-    /// it at once.
-    fn node_disconnected(&self, group: &str) {
+    /// A stream of `group` closed: starts the group's grace period when it was the last;
+    /// with no grace, forgets the group at once.
+    pub fn stream_closed(&self, group: &str) {
         let inner = &self.inner;
         if let Some(mut record) = inner.groups.get_mut(group) {
             record.streams = record.streams.saturating_sub(1);
@@ -61,9 +60,7 @@ impl NodeObserver for Pipeline {
             evict_if_idle(inner, group, Instant::now());
         }
     }
-}
 
-impl Pipeline {
     /// How many groups the pipeline knows now.
     pub fn group_count(&self) -> usize {
         self.inner.groups.len()

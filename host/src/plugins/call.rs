@@ -1,163 +1,336 @@
-//! The state of one plugin call inside its store: the limits, the inputs it may read (and
-//! the record of what it read), and what it logged.
+//! The state of one plugin call inside its store, and the host calls that reach it (`log`,
+//! `get`, `list`): each under the call's budgets, and a call past one fails with it.
+
+mod log;
 
 use std::sync::Arc;
 
-use wasmtime::component::HasSelf;
+use wasmtime::component::{HasSelf, Linker, WasmStr};
+use wasmtime::StoreContextMut;
 
-use super::bindings::nebucloud::xds::{host, types};
-use super::inputs::{InputView, Reads};
-use super::limits::MemoryCap;
-
-/// The most log lines one call keeps (each also goes to the host log at once).
-const MAX_LOG_LINES: usize = 64;
-/// How the SDK's panic hook starts the line it logs.
-pub(crate) const PANIC_PREFIX: &str = "panicked at ";
-/// The longest log line kept, in bytes.
-const MAX_LOG_LINE: usize = 4096;
+use super::bindings::nebucloud::xds::types::{self, Document as WitDocument, Level};
+use super::inputs::{Document, InputView, Reads};
+use super::limits::{MemoryCap, PluginLimits, MAX_KIND_BYTES, MAX_NAME_BYTES};
+use super::plugin::{PluginFault, CONTRACT};
+use log::{cut, CallLog, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_LINES};
 
 /// Store data: everything a host import may touch during one call.
 pub(crate) struct CallState {
     pub(crate) plugin: Arc<str>,
     pub(crate) node: String,
     pub(crate) memory: MemoryCap,
-    pub(crate) inputs: Arc<dyn InputView>,
+    limits: PluginLimits,
+    inputs: Arc<dyn InputView>,
+    /// What this call read: its kinds and names count against `max_reads`/`max_read_bytes`.
     pub(crate) reads: Reads,
-    /// Lines logged at error level: a panic hook's message is the last of them.
-    pub(crate) errors: Vec<String>,
-    log_lines: usize,
-    /// What the plugin wrote to stdout (0) and stderr (1) after its last newline.
-    stdio: [String; 2],
+    read_bytes: usize,
+    /// Bytes of documents handed to this call, against `max_document_bytes`.
+    document_bytes: usize,
+    /// The budget a host call of this call went past: the call fails with it.
+    pub(crate) refused: Option<PluginFault>,
+    log: CallLog,
 }
 
 impl CallState {
-    pub(crate) fn new(plugin: Arc<str>, memory_limit: usize, inputs: Arc<dyn InputView>) -> Self {
+    /// The state of a new instance of `plugin`, under `limits`.
+    pub(crate) fn new(plugin: Arc<str>, limits: PluginLimits, inputs: Arc<dyn InputView>) -> Self {
         CallState {
             plugin,
             node: String::new(),
-            memory: MemoryCap {
-                limit: memory_limit,
-                exceeded: None,
-                peak: 0,
-            },
+            memory: MemoryCap::new(limits.memory_bytes),
+            limits,
             inputs,
             reads: Reads::default(),
-            errors: Vec::new(),
-            log_lines: 0,
-            stdio: [String::new(), String::new()],
+            read_bytes: 0,
+            document_bytes: 0,
+            refused: None,
+            log: CallLog::default(),
         }
     }
 
-    /// Resets the per-call parts before a call on a (possibly reused) instance.
+    /// Resets the per-call parts before a call on a (possibly reused) instance. The memory
+    /// total stays: it is the instance's.
     pub(crate) fn begin(&mut self, node: &str, inputs: Arc<dyn InputView>) {
         self.node = node.to_owned();
         self.inputs = inputs;
         self.reads = Reads::default();
-        self.errors.clear();
-        self.log_lines = 0;
+        self.read_bytes = 0;
+        self.document_bytes = 0;
+        self.refused = None;
         self.memory.exceeded = None;
-        self.stdio = [String::new(), String::new()];
+        self.log = CallLog::default();
     }
 
-    /// Text the plugin wrote to stdout or stderr: each complete line becomes a log line (info
-    /// for stdout, warning for stderr); the rest waits for its newline, for one log line's
-    /// worth, or for the end of the call ([`CallState::flush_stdio`]).
+    /// Ends the call's log (at the end of a call or `init`): what stdout and stderr wrote
+    /// without a final newline, the panic line held past the cap, and one line that says how
+    /// many lines the cap dropped.
+    pub(crate) fn finish(&mut self) {
+        let (plugin, node) = (&*self.plugin, self.node.as_str());
+        let dropped = self
+            .log
+            .finish(|level, line| emit(plugin, node, level, line));
+        if dropped > 0 {
+            tracing::warn!(
+                plugin,
+                node,
+                dropped,
+                "dropped {dropped} log lines of this call past its cap of {MAX_LOG_LINES} lines and {MAX_LOG_BYTES} bytes"
+            );
+        }
+    }
+
+    /// The panic hook's message, if the plugin panicked in this call.
+    pub(crate) fn panic_message(&self) -> Option<String> {
+        self.log.panic_line().map(str::to_owned)
+    }
+
+    /// Text the plugin wrote to stdout (info lines) or stderr (warnings).
     pub(crate) fn stdio_write(&mut self, stderr: bool, bytes: &[u8]) {
-        if self.log_lines >= MAX_LOG_LINES {
-            return;
-        }
-        let i = usize::from(stderr);
-        let mut pending = std::mem::take(&mut self.stdio[i]);
-        pending.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            self.stdio_line(stderr, line.trim_end_matches(['\n', '\r']));
-        }
-        if pending.len() >= MAX_LOG_LINE {
-            self.stdio_line(stderr, &pending);
-            pending.clear();
-        }
-        self.stdio[i] = pending;
+        let (plugin, node) = (&*self.plugin, self.node.as_str());
+        self.log
+            .stdio_write(stderr, bytes, |level, line| emit(plugin, node, level, line));
     }
 
-    /// Logs what the plugin wrote without a final newline (at the end of a call or `init`).
-    pub(crate) fn flush_stdio(&mut self) {
-        for stderr in [false, true] {
-            let pending = std::mem::take(&mut self.stdio[usize::from(stderr)]);
-            self.stdio_line(stderr, &pending);
+    /// One line from the `log` import.
+    fn log(&mut self, level: Level, message: &str) {
+        if let Some(line) = self.log.admit(level, message) {
+            emit(&self.plugin, &self.node, level, line);
         }
     }
 
-    fn stdio_line(&mut self, stderr: bool, line: &str) {
-        if line.is_empty() {
-            return;
+    /// `get`: records the read (within budget) and hands over the document (within budget).
+    fn get(&mut self, kind: String, name: String) -> Result<Option<WitDocument>, PluginFault> {
+        let doc = self.inputs.get(&kind, &name);
+        let key = (kind, name);
+        if !self.reads.documents.contains(&key) {
+            self.charge_read("get", key.0.len() + key.1.len())?;
+            self.reads.documents.insert(key);
         }
-        let level = if stderr {
-            types::Level::Warn
-        } else {
-            types::Level::Info
-        };
-        host::Host::log(self, level, line.to_owned());
+        Ok(self.hand_over("get", doc.into_iter().collect())?.pop())
+    }
+
+    /// `list`: records the read (within budget) and hands over the documents (within budget).
+    fn list(&mut self, kind: String) -> Result<Vec<WitDocument>, PluginFault> {
+        let docs = self.inputs.list(&kind);
+        if !self.reads.kinds.contains(&kind) {
+            self.charge_read("list", kind.len())?;
+            self.reads.kinds.insert(kind);
+        }
+        self.hand_over("list", docs)
+    }
+
+    /// Counts one more recorded read of `bytes` bytes against the call's read budgets.
+    fn charge_read(&mut self, call: &'static str, bytes: usize) -> Result<(), PluginFault> {
+        let reads = self.reads.documents.len() + self.reads.kinds.len() + 1;
+        over(call, "max_reads", reads, self.limits.max_reads)?;
+        let read_bytes = self.read_bytes.saturating_add(bytes);
+        over(
+            call,
+            "max_read_bytes",
+            read_bytes,
+            self.limits.max_read_bytes,
+        )?;
+        self.read_bytes = read_bytes;
+        Ok(())
+    }
+
+    /// Copies `docs` for the guest once their bytes fit in the call's document budget.
+    fn hand_over(
+        &mut self,
+        call: &'static str,
+        docs: Vec<Document>,
+    ) -> Result<Vec<WitDocument>, PluginFault> {
+        let bytes = docs
+            .iter()
+            .map(|d| d.kind.len() + d.name.len() + d.json.len())
+            .fold(self.document_bytes, usize::saturating_add);
+        over(
+            call,
+            "max_document_bytes",
+            bytes,
+            self.limits.max_document_bytes,
+        )?;
+        self.document_bytes = bytes;
+        Ok(docs
+            .into_iter()
+            .map(|d| WitDocument {
+                kind: d.kind,
+                name: d.name,
+                json: d.json.to_string(),
+            })
+            .collect())
+    }
+}
+
+/// `Err` naming `limit` when `asked` is past `max`.
+fn over(
+    call: &'static str,
+    limit: &'static str,
+    asked: usize,
+    max: usize,
+) -> Result<(), PluginFault> {
+    if asked > max {
+        return Err(PluginFault::HostCallLimit {
+            call,
+            limit,
+            asked,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Writes one of the plugin's lines to the host log, tagged with the plugin and the node.
+fn emit(plugin: &str, node: &str, level: Level, line: &str) {
+    match level {
+        Level::Trace => tracing::trace!(plugin, node, "{line}"),
+        Level::Debug => tracing::debug!(plugin, node, "{line}"),
+        Level::Info => tracing::info!(plugin, node, "{line}"),
+        Level::Warn => tracing::warn!(plugin, node, "{line}"),
+        Level::Error => tracing::error!(plugin, node, "{line}"),
     }
 }
 
 impl types::Host for CallState {}
 
-impl host::Host for CallState {
-    fn log(&mut self, level: types::Level, message: String) {
-        self.log_lines += 1;
-        // A panic hook's line is what explains a trap: it is kept past the line cap.
-        let panic = level == types::Level::Error && message.starts_with(PANIC_PREFIX);
-        if self.log_lines > MAX_LOG_LINES && !panic {
-            return;
-        }
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        let (plugin, node) = (&*self.plugin, self.node.as_str());
-        match level {
-            types::Level::Trace => tracing::trace!(plugin, node, "{message}"),
-            types::Level::Debug => tracing::debug!(plugin, node, "{message}"),
-            types::Level::Info => tracing::info!(plugin, node, "{message}"),
-            types::Level::Warn => tracing::warn!(plugin, node, "{message}"),
-            types::Level::Error => {
-                tracing::error!(plugin, node, "{message}");
-                self.errors.push(message);
-            }
-        }
-    }
-
-    fn get(&mut self, kind: String, name: String) -> Option<types::Document> {
-        let doc = self.inputs.get(&kind, &name);
-        self.reads.documents.insert((kind, name));
-        doc.map(|d| types::Document {
-            kind: d.kind,
-            name: d.name,
-            json: d.json.to_string(),
-        })
-    }
-
-    fn list(&mut self, kind: String) -> Vec<types::Document> {
-        let docs = self.inputs.list(&kind);
-        self.reads.kinds.insert(kind);
-        docs.into_iter()
-            .map(|d| types::Document {
-                kind: d.kind,
-                name: d.name,
-                json: d.json.to_string(),
-            })
-            .collect()
-    }
+/// Adds the contract's imports to a linker. They are defined by hand rather than through
+/// the bindings: a budget refusal must end the call (a trap), and keys and log lines are read
+/// in place (`WasmStr`), so that the host copies nothing it is about to refuse.
+pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    let mut host = linker.instance(CONTRACT)?;
+    host.func_wrap("log", log_import)?;
+    host.func_wrap("get", get_import)?;
+    host.func_wrap("list", list_import)
 }
 
-/// Adds the contract's imports to a linker.
-pub(crate) fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<CallState>,
+/// `log(level, message)`: copies at most one log line's worth of the message.
+fn log_import(
+    mut store: StoreContextMut<'_, CallState>,
+    (level, message): (Level, WasmStr),
 ) -> wasmtime::Result<()> {
-    super::bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
+    let line = cut(&message.to_str(&store)?, MAX_LOG_LINE).to_owned();
+    store.data_mut().log(level, &line);
+    Ok(())
+}
+
+/// `get(kind, name) -> option<document>`.
+fn get_import(
+    mut store: StoreContextMut<'_, CallState>,
+    (kind, name): (WasmStr, WasmStr),
+) -> wasmtime::Result<(Option<WitDocument>,)> {
+    let kind = key(&mut store, "get", &kind, KIND)?;
+    let name = key(&mut store, "get", &name, NAME)?;
+    let doc = store.data_mut().get(kind, name);
+    Ok((refuse(&mut store, doc)?,))
+}
+
+/// `list(kind) -> list<document>`.
+fn list_import(
+    mut store: StoreContextMut<'_, CallState>,
+    (kind,): (WasmStr,),
+) -> wasmtime::Result<(Vec<WitDocument>,)> {
+    let kind = key(&mut store, "list", &kind, KIND)?;
+    let docs = store.data_mut().list(kind);
+    Ok((refuse(&mut store, docs)?,))
+}
+
+/// The longest kind, named as the fault names it.
+const KIND: (&str, usize) = ("the kind length limit", MAX_KIND_BYTES);
+/// The longest name, named as the fault names it.
+const NAME: (&str, usize) = ("the name length limit", MAX_NAME_BYTES);
+
+/// Copies a key out of the guest, after checking its length in place.
+fn key(
+    store: &mut StoreContextMut<'_, CallState>,
+    call: &'static str,
+    key: &WasmStr,
+    (limit, max): (&'static str, usize),
+) -> wasmtime::Result<String> {
+    let len = {
+        let key = key.to_str(&*store)?;
+        if key.len() <= max {
+            return Ok(key.into_owned());
+        }
+        key.len()
+    };
+    refuse(store, over(call, limit, len, max).map(|()| String::new()))
+}
+
+/// Turns a budget refusal into the trap that ends the call, and keeps it as the call's fault.
+fn refuse<T>(
+    store: &mut StoreContextMut<'_, CallState>,
+    result: Result<T, PluginFault>,
+) -> wasmtime::Result<T> {
+    result.map_err(|fault| {
+        let trap = wasmtime::Error::msg(fault.to_string());
+        store.data_mut().refused = Some(fault);
+        trap
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::StaticInputs;
+
+    fn state(limits: PluginLimits, inputs: StaticInputs) -> CallState {
+        CallState::new("p".into(), limits, Arc::new(inputs))
+    }
+
+    #[test]
+    fn reads_are_recorded_up_to_their_count_and_bytes() {
+        let limits = PluginLimits {
+            max_reads: 3,
+            max_read_bytes: 20,
+            ..PluginLimits::default()
+        };
+        let mut s = state(limits, StaticInputs::new());
+        for name in ["a", "b", "a"] {
+            assert!(s.get("Kind".into(), name.into()).unwrap().is_none());
+        }
+        assert!(s.list("Kind".into()).unwrap().is_empty());
+        let fault = s.get("Kind".into(), "c".into()).unwrap_err();
+        assert_eq!(
+            fault,
+            PluginFault::HostCallLimit {
+                call: "get",
+                limit: "max_reads",
+                asked: 4,
+                max: 3
+            }
+        );
+        assert_eq!(s.reads.documents.len() + s.reads.kinds.len(), 3);
+        let mut s = state(limits, StaticInputs::new());
+        assert!(s.get("Kind".into(), "0123456789ab".into()).is_ok());
+        let fault = s.list("Kinds".into()).unwrap_err();
+        assert_eq!(
+            fault.to_string(),
+            "host call `list` exceeded max_read_bytes of 20 (asked for 21)"
+        );
+        assert_eq!(s.read_bytes, 16);
+    }
+
+    #[test]
+    fn documents_handed_over_count_every_time() {
+        let mut inputs = StaticInputs::new();
+        inputs.insert("Kind", "doc", "x".repeat(100));
+        let limits = PluginLimits {
+            max_document_bytes: 250,
+            ..PluginLimits::default()
+        };
+        let mut s = state(limits, inputs);
+        assert!(s.get("Kind".into(), "doc".into()).unwrap().is_some());
+        assert_eq!(s.list("Kind".into()).unwrap().len(), 1);
+        let fault = s.get("Kind".into(), "doc".into()).unwrap_err();
+        assert_eq!(
+            fault,
+            PluginFault::HostCallLimit {
+                call: "get",
+                limit: "max_document_bytes",
+                asked: 321,
+                max: 250
+            }
+        );
+    }
 }

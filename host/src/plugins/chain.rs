@@ -170,7 +170,10 @@ fn fault_kind(fault: &PluginFault) -> &'static str {
         PluginFault::Timeout(_) => "timeout",
         PluginFault::MemoryLimit { .. } => "memory",
         PluginFault::InputTooLarge { .. } => "input_size",
-        PluginFault::OutputTooLarge { .. } => "output_size",
+        PluginFault::OutputTooLarge { .. } | PluginFault::OutputTooLargeToCopy { .. } => {
+            "output_size"
+        }
+        PluginFault::HostCallLimit { .. } => "host_call_limit",
         PluginFault::InvalidOutput(_) => "invalid_output",
         PluginFault::Instantiate(_) => "instantiate",
         PluginFault::InputsUnavailable(_) => "inputs_unavailable",

@@ -1,177 +1,32 @@
 //! One loaded plugin version: compiled once, checked against the contract, and called on
 //! warm instances that are dropped the moment one traps.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod report;
+mod sandbox;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use super::bindings::{self, PluginPre};
-use super::call::{add_to_linker, CallState, PANIC_PREFIX};
+use super::call::{add_to_linker, CallState};
 use super::engine::{PluginEngine, EPOCH_TICK};
 use super::inputs::{InputView, Reads, StaticInputs};
 use super::limits::PluginLimits;
 use super::stdio;
 use crate::cache::Resource;
+pub use report::{CallReport, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot};
+use sandbox::{check_import, define_random, with_sandbox_hint};
 
 /// The contract version this host speaks.
 pub(crate) const CONTRACT: &str = "nebucloud:xds/host@0.1.0";
 /// How many idle instances a plugin keeps for reuse.
 const WARM_INSTANCES: usize = 4;
-
-/// Why a plugin file cannot be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PluginLoadError {
-    /// Not a WebAssembly component (a core module, or not wasm at all).
-    #[error("not a WebAssembly component ({0}); build plugins with `cargo build --target wasm32-wasip2`")]
-    NotAComponent(String),
-    /// The plugin imports something the contract does not offer.
-    #[error("imports `{0}`, which the plugin contract does not offer (plugins get `{CONTRACT}` and no files, sockets, environment or clocks)")]
-    ForeignImport(String),
-    /// The plugin was built against another contract version.
-    #[error("built against `{found}`; this host speaks `{CONTRACT}`")]
-    ContractVersion {
-        /// The import it has.
-        found: String,
-    },
-    /// The plugin does not export the contract's functions with the contract's types.
-    #[error("does not implement the plugin world: {0}")]
-    Exports(String),
-    /// Its `init` refused its configuration, or trapped.
-    #[error("init failed: {0}")]
-    Init(String),
-}
-
-/// Why one call of a plugin produced no resources.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PluginFault {
-    /// The plugin returned an error.
-    #[error("returned an error: {0}")]
-    Returned(String),
-    /// The plugin trapped (a panic, an `unreachable`, a forbidden import).
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The call ran past its deadline.
-    #[error("ran past its deadline of {0:?}")]
-    Timeout(Duration),
-    /// The plugin tried to grow its memory past its limit.
-    #[error("exceeded its memory limit of {limit} bytes (asked for {asked})")]
-    MemoryLimit {
-        /// The limit.
-        limit: usize,
-        /// What it asked for.
-        asked: usize,
-    },
-    /// More resource bytes than the input limit would have been handed over.
-    #[error("input of {bytes} bytes exceeds the limit of {limit}")]
-    InputTooLarge {
-        /// Bytes.
-        bytes: usize,
-        /// Limit.
-        limit: usize,
-    },
-    /// The plugin returned more bytes than its output limit.
-    #[error("output of {bytes} bytes exceeds the limit of {limit}")]
-    OutputTooLarge {
-        /// Bytes.
-        bytes: usize,
-        /// Limit.
-        limit: usize,
-    },
-    /// The output broke the contract (undecodable body, unknown type, duplicate name).
-    #[error("returned an invalid resource: {0}")]
-    InvalidOutput(String),
-    /// A fresh instance could not be made.
-    #[error("could not be instantiated: {0}")]
-    Instantiate(String),
-    /// The inputs could not be read reliably (an internal fault of the host): the run may have
-    /// seen too little, so its result is not used.
-    #[error("ran on unreliable inputs: {0}")]
-    InputsUnavailable(String),
-}
-
-/// What one call cost and read.
-#[derive(Debug, Clone, Default)]
-pub struct CallReport {
-    /// The inputs it read.
-    pub reads: Reads,
-    /// Wall-clock time.
-    pub elapsed: Duration,
-    /// Instructions (fuel) used, when the engine counts them.
-    pub instructions: Option<u64>,
-    /// The instance's linear memory high-water mark, in bytes.
-    pub peak_memory: usize,
-    /// The bytes of resources returned.
-    pub output_bytes: usize,
-}
-
-/// Counters of one plugin version since it was loaded.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    calls: AtomicU64,
-    errors: AtomicU64,
-    nanos: AtomicU64,
-    instructions: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-/// A snapshot of [`PluginStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PluginStatsSnapshot {
-    /// Calls made.
-    pub calls: u64,
-    /// Calls that failed.
-    pub errors: u64,
-    /// Mean wall-clock time per call, in microseconds.
-    pub mean_call_us: u64,
-    /// Instructions used in all (when counted).
-    pub instructions: u64,
-    /// The last failure's message.
-    pub last_error: Option<String>,
-}
-
-impl PluginStats {
-    pub(crate) fn record(
-        &self,
-        elapsed: Duration,
-        instructions: Option<u64>,
-        error: Option<&PluginFault>,
-    ) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.instructions
-            .fetch_add(instructions.unwrap_or(0), Ordering::Relaxed);
-        if let Some(e) = error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.last_error.lock() {
-                *last = Some(e.to_string());
-            }
-        }
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> PluginStatsSnapshot {
-        let calls = self.calls.load(Ordering::Relaxed);
-        PluginStatsSnapshot {
-            calls,
-            errors: self.errors.load(Ordering::Relaxed),
-            mean_call_us: self
-                .nanos
-                .load(Ordering::Relaxed)
-                .checked_div(calls)
-                .unwrap_or(0)
-                / 1000,
-            instructions: self.instructions.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().ok().and_then(|l| l.clone()),
-        }
-    }
-}
+/// How wasmtime says that lifting a value would copy more than the store's hostcall fuel.
+const LIFT_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 struct Warm {
     store: Store<CallState>,
@@ -362,7 +217,7 @@ impl Plugin {
         let result = warm
             .instance
             .call_run(&mut warm.store, &wit_node, &wit_resources);
-        warm.store.data_mut().flush_stdio();
+        warm.store.data_mut().finish();
         reads.extend(warm.store.data().reads.clone());
         let report = |store: &Store<CallState>, output_bytes| CallReport {
             reads: store.data().reads.clone(),
@@ -370,7 +225,7 @@ impl Plugin {
             instructions: fuel_before
                 .zip(counting.then(|| store.get_fuel().ok()).flatten())
                 .map(|(b, a)| b.saturating_sub(a)),
-            peak_memory: store.data().memory.peak,
+            peak_memory: store.data().memory.total,
             output_bytes,
         };
         match result {
@@ -403,6 +258,9 @@ impl Plugin {
         let ticks = (self.limits.deadline().as_micros() / EPOCH_TICK.as_micros()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        // What wasmtime may allocate to lift one value out of the guest (the output, or one
+        // host call's arguments), charged before each copy: see `PluginLimits::lift_bytes`.
+        store.set_hostcall_fuel(self.limits.lift_bytes());
         if self.engine.options().fuel {
             let _ = store.set_fuel(u64::MAX / 2);
         }
@@ -411,7 +269,7 @@ impl Plugin {
     fn instantiate(&self, inputs: Arc<dyn InputView>) -> Result<Warm, PluginFault> {
         let mut store = Store::new(
             self.engine.engine(),
-            CallState::new(Arc::clone(&self.name), self.limits.memory_bytes, inputs),
+            CallState::new(Arc::clone(&self.name), self.limits, inputs),
         );
         store.limiter(|s| &mut s.memory);
         self.arm(&mut store);
@@ -423,7 +281,7 @@ impl Plugin {
                     other => other,
                 })?;
         let init = instance.call_init(&mut store, &self.config);
-        store.data_mut().flush_stdio();
+        store.data_mut().finish();
         match init {
             Ok(Ok(())) => Ok(Warm { store, instance }),
             Ok(Err(message)) => Err(PluginFault::Returned(format!("init: {message}"))),
@@ -449,6 +307,9 @@ impl Plugin {
 
     fn classify(&self, store: &Store<CallState>, e: &wasmtime::Error) -> PluginFault {
         let state = store.data();
+        if let Some(fault) = &state.refused {
+            return fault.clone();
+        }
         if let Some(asked) = state.memory.exceeded {
             return PluginFault::MemoryLimit {
                 limit: state.memory.limit,
@@ -458,102 +319,28 @@ impl Plugin {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PluginFault::Timeout(self.limits.deadline());
         }
+        let cause = e.root_cause().to_string();
+        if cause.contains(LIFT_FUEL_EXHAUSTED) {
+            let lift_limit = self.limits.lift_bytes();
+            // Lifting the output happens after the guest returned: no wasm frame is on the
+            // error. Arguments of a host call are lifted while the guest runs.
+            if e.downcast_ref::<WasmBacktrace>().is_none() {
+                return PluginFault::OutputTooLargeToCopy {
+                    lift_limit,
+                    limit: self.limits.max_output_bytes,
+                };
+            }
+            return PluginFault::Trap(format!(
+                "a host call's arguments are larger than the {lift_limit} bytes the host copies out of a plugin at once"
+            ));
+        }
         // A guest panic reaches us as `unreachable` after its hook logged the message; any
         // other trap is described by wasmtime.
-        match state
-            .errors
-            .iter()
-            .rev()
-            .find(|l| l.starts_with(PANIC_PREFIX))
-        {
-            Some(panic) => PluginFault::Trap(panic.clone()),
-            None => PluginFault::Trap(with_sandbox_hint(format!("{}", e.root_cause()))),
+        match state.panic_message() {
+            Some(panic) => PluginFault::Trap(panic),
+            None => PluginFault::Trap(with_sandbox_hint(cause)),
         }
     }
-}
-
-/// Explains the traps a plugin gets for using what the sandbox does not offer.
-fn with_sandbox_hint(message: String) -> String {
-    let hint = if message.contains("wasi:clocks/") {
-        "plugins have no clocks: a plugin's output may depend only on its node, resources, config and inputs"
-    } else if message.contains("wasi:filesystem/") {
-        "plugins have no files: read input documents with ctx.get / ctx.list"
-    } else if message.contains("wasi:cli/environment") {
-        "plugins have no environment: use the plugin's config"
-    } else {
-        return message;
-    };
-    format!("{message} ({hint})")
-}
-
-/// Allows the contract (at a compatible version) and the WASI interfaces Rust's std links;
-/// refuses the rest, and names it.
-fn check_import(import: &str) -> Result<(), PluginLoadError> {
-    if let Some(rest) = import.strip_prefix("nebucloud:xds/") {
-        let compatible = rest
-            .split_once('@')
-            .is_some_and(|(_, v)| v.starts_with("0.1."));
-        return if compatible {
-            Ok(())
-        } else {
-            Err(PluginLoadError::ContractVersion {
-                found: import.to_owned(),
-            })
-        };
-    }
-    const STD_WASI: &[&str] = &[
-        "wasi:cli/environment@",
-        "wasi:cli/exit@",
-        "wasi:cli/stdin@",
-        "wasi:cli/stdout@",
-        "wasi:cli/stderr@",
-        "wasi:cli/terminal-",
-        "wasi:io/",
-        "wasi:clocks/",
-        "wasi:filesystem/",
-        "wasi:random/",
-    ];
-    if STD_WASI.iter().any(|p| import.starts_with(p)) {
-        Ok(())
-    } else {
-        Err(PluginLoadError::ForeignImport(import.to_owned()))
-    }
-}
-
-/// Deterministic randomness: std seeds `HashMap` from it; a plugin's output must not depend
-/// on it, and with constants it cannot.
-fn define_random(linker: &mut Linker<CallState>, import: &str) -> wasmtime::Result<()> {
-    let mut inst = linker.instance(import)?;
-    let bytes = |len: u64| -> Vec<u8> {
-        (0..len.min(1 << 20))
-            .map(|i| (i as u8).wrapping_mul(167).wrapping_add(13))
-            .collect()
-    };
-    match import.split('@').next().unwrap_or_default() {
-        "wasi:random/random" => {
-            inst.func_wrap("get-random-bytes", move |_, (len,): (u64,)| {
-                Ok((bytes(len),))
-            })?;
-            inst.func_wrap("get-random-u64", |_, (): ()| {
-                Ok((0x9e37_79b9_7f4a_7c15_u64,))
-            })?;
-        }
-        "wasi:random/insecure" => {
-            inst.func_wrap("get-insecure-random-bytes", move |_, (len,): (u64,)| {
-                Ok((bytes(len),))
-            })?;
-            inst.func_wrap("get-insecure-random-u64", |_, (): ()| {
-                Ok((0x2545_f491_4f6c_dd1d_u64,))
-            })?;
-        }
-        "wasi:random/insecure-seed" => {
-            inst.func_wrap("insecure-seed", |_, (): ()| {
-                Ok(((0x243f_6a88_85a3_08d3_u64, 0x1319_8a2e_0370_7344_u64),))
-            })?;
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 fn content_hash(wasm: &[u8]) -> String {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -12,6 +13,7 @@ use super::chain::{ChainOutput, PluginChain, PluginRunError};
 use super::engine::PluginEngine;
 use super::limits::PluginLimits;
 use super::plugin::{Plugin, PluginStatsSnapshot};
+use super::watch::{FileRefusal, PluginFileRules};
 use crate::pipeline::Pipeline;
 use crate::xds::unix_now;
 
@@ -84,6 +86,24 @@ pub enum ReloadError {
         /// Why.
         reason: String,
     },
+    /// The file is outside the plugin directories (`[reload] plugin_dirs`) once symlinks are
+    /// resolved: nothing was opened.
+    #[error("plugin {name}: {reason}")]
+    OutsidePluginDirs {
+        /// The plugin.
+        name: String,
+        /// The path and the directories.
+        reason: String,
+    },
+    /// The file was not read: not a regular file, larger than `[reload] max_plugin_bytes`,
+    /// not read within `[reload] read_timeout_ms`, or refused by the OS.
+    #[error("plugin {name}: {reason}")]
+    FileRefused {
+        /// The plugin.
+        name: String,
+        /// Which rule refused which path.
+        reason: String,
+    },
     /// There is no previous version to roll back to.
     #[error("plugin {0} has no previous version")]
     NoPrevious(String),
@@ -114,6 +134,8 @@ pub struct PluginSlots {
     engine: PluginEngine,
     pipeline: Pipeline,
     slots: Arc<Mutex<Vec<Slot>>>,
+    /// Which files a reload may read.
+    files: Arc<PluginFileRules>,
     /// Set while a reload or rollback runs: one at a time, so that a canary's chain is never
     /// built from slots another swap changes meanwhile (a flag, not a lock held across awaits).
     busy: Arc<AtomicBool>,
@@ -152,9 +174,20 @@ pub struct SlotSpec {
 }
 
 impl PluginSlots {
-    /// Slots for the plugins the pipeline's chain was started with.
+    /// The largest plugin file a reload reads unless told otherwise: 64 MiB.
+    pub const DEFAULT_MAX_PLUGIN_BYTES: u64 = 64 << 20;
+    /// How long reading a plugin file may take unless told otherwise: 10 s.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Slots for the plugins the pipeline's chain was started with. Reloads read regular
+    /// files from the directories of `specs`' files, up to the default size and time.
     pub fn new(engine: PluginEngine, pipeline: Pipeline, specs: Vec<SlotSpec>) -> Self {
         let now = unix_now();
+        let files = PluginFileRules::new(
+            specs.iter().map(|s| directory_of(&s.path)),
+            Self::DEFAULT_MAX_PLUGIN_BYTES,
+            Self::DEFAULT_READ_TIMEOUT,
+        );
         let slots = specs
             .into_iter()
             .map(|s| Slot {
@@ -173,8 +206,34 @@ impl PluginSlots {
             engine,
             pipeline,
             slots: Arc::new(Mutex::new(slots)),
+            files: Arc::new(files),
             busy: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Reloads read only regular files inside `dirs` (empty: the directories of the current
+    /// plugin files), symlinks resolved, of at most `max_bytes`, within `read_timeout`. Fails
+    /// if a current plugin file is outside them: its file watch could never reload it.
+    pub fn with_file_rules(
+        mut self,
+        dirs: &[PathBuf],
+        max_bytes: u64,
+        read_timeout: Duration,
+    ) -> Result<Self, ReloadError> {
+        let paths = self.paths();
+        let dirs: Vec<PathBuf> = if dirs.is_empty() {
+            paths.iter().map(|(_, p)| directory_of(p)).collect()
+        } else {
+            dirs.to_vec()
+        };
+        let files = PluginFileRules::new(dirs, max_bytes, read_timeout);
+        for (name, path) in &paths {
+            if let Err(refusal @ FileRefusal::OutsideDirs { .. }) = files.admit(path) {
+                return Err(file_error(name, refusal));
+            }
+        }
+        self.files = Arc::new(files);
+        Ok(self)
     }
 
     /// The status of every plugin, in chain order.
@@ -222,14 +281,12 @@ impl PluginSlots {
                 slot.current.hash().to_owned(),
             ))
         })?;
-        let wasm = match tokio::fs::read(&file).await {
+        let wasm = match self.files.read(&file).await {
             Ok(w) => w,
-            Err(e) => {
-                return Err(self.refuse(
-                    name,
-                    String::new(),
-                    format!("cannot read {}: {e}", file.display()),
-                ))
+            Err(refusal) => {
+                // Recorded in the status like any refused version; the answer names the rule.
+                self.refuse(name, String::new(), refusal.to_string());
+                return Err(file_error(name, refusal));
             }
         };
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&wasm));
@@ -423,6 +480,22 @@ impl PluginSlots {
             hash,
             reason,
         }
+    }
+}
+
+/// The directory a plugin file is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn file_error(name: &str, refusal: FileRefusal) -> ReloadError {
+    let (name, reason) = (name.to_owned(), refusal.to_string());
+    match refusal {
+        FileRefusal::OutsideDirs { .. } => ReloadError::OutsidePluginDirs { name, reason },
+        _ => ReloadError::FileRefused { name, reason },
     }
 }
 

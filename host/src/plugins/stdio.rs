@@ -7,7 +7,8 @@
 //! with a `pollable` from `subscribe` to wait on). Those are defined here, at whatever 0.2.x
 //! version the component imports; the rest of WASI stays a trap (no stdin, files, clocks or
 //! environment). Every function is typed and a write may not exceed what `check-write`
-//! allowed, so the host copies at most one log line's worth per call into its own memory.
+//! allowed, so the host copies at most one log line's worth per call into its own memory; the
+//! lines count against the call's log cap with those of the `log` import.
 
 use wasmtime::component::{
     ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType, WasmList,

@@ -50,11 +50,12 @@ pub(crate) fn metric(text: &str, name: &str, type_label: &str) -> f64 {
 }
 
 pub(crate) async fn admin(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    let r = http_get(port, path, "127.0.0.1").await?;
+    // The admin API refuses a `Host` that does not name it (DNS rebinding): name it.
+    let r = http_get(port, path, &format!("127.0.0.1:{port}")).await?;
     Ok((r.status, r.body))
 }
 
-async fn start(dir: &Path, xds: u16, admin_port: u16) -> Child {
+pub(crate) async fn start(dir: &Path, xds: u16, admin_port: u16) -> Child {
     start_logging(dir, xds, admin_port, Stdio::null()).await
 }
 

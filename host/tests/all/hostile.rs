@@ -128,6 +128,21 @@ async fn made_up_type_urls_never_become_metric_labels() {
         configured(&mut c, &["web"]).await;
         streams.push(c);
     }
+    // The operator's CSDS view and the inputs, on the admin port.
+    let (status, csds) = admin(server.admin, "/debug/csds").await.unwrap();
+    assert_eq!(status, 200, "{csds}");
+    let csds: serde_json::Value = serde_json::from_str(&csds).unwrap();
+    let ids: Vec<&str> = csds["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["node"]["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"typer-0"), "{ids:?}");
+    let (_, inputs) = admin(server.admin, "/debug/inputs").await.unwrap();
+    let inputs: serde_json::Value = serde_json::from_str(&inputs).unwrap();
+    assert_eq!(inputs["documents"], 1);
+    assert_eq!(inputs["conflicts"], serde_json::json!([]));
     let (_, text) = admin(server.admin, "/metrics").await.unwrap();
     assert!(
         !text.contains(&filler[..64]),

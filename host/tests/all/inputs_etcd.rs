@@ -24,12 +24,12 @@ const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 const WEB: &str = "/nx/services/web";
 
-fn service(name: &str, port: u16) -> String {
+pub(crate) fn service(name: &str, port: u16) -> String {
     format!("kind: Service\nname: {name}\nprotocol: http\nendpoints:\n  - {{address: 127.0.0.1, port: {port}, zone: a}}\n")
 }
 
 /// Runs a source for `endpoint` into `store`, feeding `pipeline` if given.
-fn start_source(
+pub(crate) fn start_source(
     endpoint: String,
     store: &Arc<InputStore>,
     pipeline: Option<Pipeline>,
@@ -44,7 +44,7 @@ fn start_source(
     health
 }
 
-async fn until(
+pub(crate) async fn until(
     health: &SourceHealth,
     what: &str,
     holds: impl Fn(&SourceStatus) -> bool,
@@ -56,7 +56,7 @@ async fn until(
     got.unwrap_or_else(|e| panic!("{what}: {e}; status {:?}", health.status()))
 }
 
-fn port_of(store: &InputStore, name: &str) -> Option<u64> {
+pub(crate) fn port_of(store: &InputStore, name: &str) -> Option<u64> {
     let doc = store.get("Service", name)?;
     let json: serde_json::Value = serde_json::from_str(&doc.json).ok()?;
     json["endpoints"][0]["port"].as_u64()
@@ -224,7 +224,10 @@ async fn keys_deleted_while_the_source_was_cut_off_are_removed_when_it_returns()
 }
 
 /// What a scripted ADS client with `node` is served: the version of each type.
-async fn served_versions(server: &TestServer, node: Node) -> BTreeMap<&'static str, String> {
+pub(crate) async fn served_versions(
+    server: &TestServer,
+    node: Node,
+) -> BTreeMap<&'static str, String> {
     let mut ads = Sotw::open(server, node).await;
     ads.request(T_CLUSTER, &[], "", "").await;
     let clusters = ads.recv().await;

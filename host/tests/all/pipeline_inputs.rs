@@ -2,11 +2,12 @@
 //! files edited, added, deleted and broken reach (or, broken, do not disturb) a real Envoy;
 //! and no bad plugin ever takes a connected client's config away.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nebucloud_xds::cache::Cache;
-use nebucloud_xds::inputs::{DirSource, InputStore};
+use nebucloud_xds::inputs::{watch_dir, DirSource, InputLimits, InputStore};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
 use nebucloud_xds::plugins::{InputView, Plugin, PluginChain, PluginLimits};
 use nebucloud_xds::xds::ByIdentity;
@@ -121,7 +122,12 @@ async fn editing_adding_deleting_and_breaking_input_files_drive_a_real_envoy() {
     let file = |n: &str| dir.path().join(n);
     std::fs::write(file("web.yaml"), service_yaml("web", one.port())).unwrap();
     let store = Arc::new(InputStore::new());
-    let mut source = DirSource::new(dir.path(), Arc::clone(&store)).unwrap();
+    // The test scans by hand right after each write: no settle window.
+    let at_once = InputLimits {
+        settle: Duration::ZERO,
+        ..InputLimits::default()
+    };
+    let mut source = DirSource::with_limits(dir.path(), Arc::clone(&store), at_once).unwrap();
     source.scan();
     let port = free_port();
     let (server, pipeline) = mesh_server(port, Arc::clone(&store)).await;
@@ -178,6 +184,51 @@ async fn editing_adding_deleting_and_breaking_input_files_drive_a_real_envoy() {
     );
 }
 
+/// A file written in two steps whose first half parses (one service of two), with a pause
+/// shorter than the settle window but longer than several scans: the pipeline is told of the
+/// file once, whole.
+#[tokio::test]
+async fn a_half_written_input_file_is_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(InputStore::new());
+    let settle = Duration::from_millis(1500);
+    let limits = InputLimits {
+        settle,
+        ..InputLimits::default()
+    };
+    let source = DirSource::with_limits(dir.path(), Arc::clone(&store), limits).unwrap();
+    // What the store held each time the pipeline was told of a change.
+    let published = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+    let (seen, s) = (Arc::clone(&published), Arc::clone(&store));
+    tokio::spawn(watch_dir(source, Duration::from_millis(50), move |_| {
+        let names = s.list("Service").into_iter().map(|d| d.name).collect();
+        seen.lock().unwrap().push(names);
+    }));
+    let whole = format!(
+        "{}---\n{}",
+        service_yaml("web", 8001),
+        service_yaml("api", 8002)
+    );
+    let (first, rest) = whole.split_at(whole.find("---").unwrap());
+    let path = dir.path().join("shop.yaml");
+    std::fs::write(&path, first).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+    file.write_all(rest.as_bytes()).unwrap();
+    drop(file);
+    wait_until(WAIT, POLL, async || {
+        Ok((store.list("Service").len() == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(settle).await;
+    assert_eq!(
+        *published.lock().unwrap(),
+        vec![vec!["api".to_owned(), "web".to_owned()]],
+        "published once, whole"
+    );
+}
+
 #[tokio::test]
 async fn no_bad_plugin_takes_a_connected_clients_config_away() {
     let engine = engine();
@@ -219,6 +270,13 @@ async fn no_bad_plugin_takes_a_connected_clients_config_away() {
         ("bad_unknown_type", "names no Envoy API message"),
         ("bad_duplicate_names", "duplicate"),
         ("bad_oversized_output", "exceeds the limit"),
+        ("bad_get_flood", "exceeded the name length limit of 4096"),
+        (
+            "bad_error_log_flood",
+            "deliberate panic after an error-log flood",
+        ),
+        ("bad_two_memories", "memory limit"),
+        ("bad_aliased_output", "refused before it was copied"),
     ] {
         let wasm = std::fs::read(plugin_wasm(bad)).unwrap();
         // A short deadline for the endless loop; the others need their time to misbehave.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nebucloud_xds::plugins::{
-    Plugin, PluginChain, PluginEngine, PluginFault, PluginLimits, PluginLoadError, StaticInputs,
+    Plugin, PluginChain, PluginEngine, PluginFault, PluginLimits, PluginLoadError, Reads,
+    StaticInputs,
 };
 use nebucloud_xds::Resource;
 use nebucloud_xds_proto::envoy::config::cluster::v3::Cluster;
@@ -339,4 +340,275 @@ fn reading_a_file_loads_and_traps_with_the_sandbox_reason() {
             "{m}"
         );
     });
+}
+
+fn load_with(
+    engine: &PluginEngine,
+    name: &str,
+    config: serde_json::Value,
+    limits: PluginLimits,
+) -> Arc<Plugin> {
+    let wasm = std::fs::read(plugin_wasm(name)).unwrap();
+    Arc::new(
+        Plugin::load(engine, name, &wasm, &config, limits)
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
+}
+
+/// Calls `plugin` once for `node-1`, which must fail; returns the fault and what the call read.
+fn fault_and_reads(plugin: &Plugin) -> (PluginFault, Reads) {
+    let mut reads = Reads::default();
+    let fault = plugin
+        .call_reading(
+            &node("node-1"),
+            &[],
+            Arc::new(StaticInputs::new()),
+            &mut reads,
+        )
+        .expect_err("the plugin must fail");
+    (fault, reads)
+}
+
+#[test]
+fn a_get_flood_of_mebibyte_keys_fails_at_its_first_key_naming_the_name_limit() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-get-flood", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::HostCallLimit {
+                call: "get",
+                limit: "the name length limit",
+                asked: 1 << 20,
+                max: 4096,
+            }
+        );
+    });
+    assert_eq!(
+        fault_and_reads(&bad).1,
+        Reads::default(),
+        "the refused key is not recorded"
+    );
+}
+
+#[test]
+fn a_get_flood_of_small_keys_stops_at_max_reads_with_that_many_recorded() {
+    let engine = engine();
+    let bad = load_with(
+        &engine,
+        "bad-get-flood",
+        serde_json::json!({"key_bytes": 16}),
+        PluginLimits::default(),
+    );
+    let (fault, reads) = fault_and_reads(&bad);
+    assert_eq!(
+        fault,
+        PluginFault::HostCallLimit {
+            call: "get",
+            limit: "max_reads",
+            asked: 10_001,
+            max: 10_000,
+        }
+    );
+    assert_eq!(reads.documents.len(), 10_000);
+}
+
+#[test]
+fn a_get_flood_of_long_keys_stops_at_max_read_bytes_with_those_bytes_recorded() {
+    let engine = engine();
+    let limits = PluginLimits {
+        max_read_bytes: 100_000,
+        ..PluginLimits::default()
+    };
+    let bad = load_with(
+        &engine,
+        "bad-get-flood",
+        serde_json::json!({"key_bytes": 4096}),
+        limits,
+    );
+    let (fault, reads) = fault_and_reads(&bad);
+    let PluginFault::HostCallLimit {
+        call: "get",
+        limit: "max_read_bytes",
+        asked,
+        max: 100_000,
+    } = fault
+    else {
+        panic!("expected the read bytes limit, got {fault:?}")
+    };
+    // Each read is "Flood" and a 4096-byte name: the one that did not fit is not recorded.
+    let recorded: usize = reads.documents.iter().map(|(k, n)| k.len() + n.len()).sum();
+    assert_eq!((recorded, asked), (24 * 4101, 25 * 4101));
+}
+
+/// Lines the host logged, as the fmt subscriber writes them.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// Runs `f` with every event of this thread written here; returns its result and the lines.
+    fn run<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (out, text.lines().map(str::to_owned).collect())
+    }
+}
+
+#[test]
+fn an_error_log_flood_is_capped_counted_and_the_real_panic_is_still_the_fault() {
+    const FLOOD_PANIC_MESSAGE: &str = "misbehave: deliberate panic after an error-log flood";
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-error-log-flood", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    let (fault, lines) = Captured::run(|| fault(&bad, "node-1"));
+    let PluginFault::Trap(m) = &fault else {
+        panic!("expected a trap, got {fault:?}")
+    };
+    assert!(
+        m.starts_with("panicked at ")
+            && m.contains("src/lib.rs:")
+            && m.ends_with(FLOOD_PANIC_MESSAGE),
+        "{m}"
+    );
+    let plugin_lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("nebucloud_xds::plugins::call:") && l.contains("node-1"))
+        .collect();
+    let flood = plugin_lines
+        .iter()
+        .filter(|l| {
+            l.contains(": error line ") || l.contains(": stderr line ") || l.contains("fake.rs")
+        })
+        .count();
+    assert_eq!(flood, 64, "the flood is capped at 64 lines");
+    let panics: Vec<_> = plugin_lines
+        .iter()
+        .filter(|l| l.contains("panicked at "))
+        .collect();
+    assert_eq!(panics.len(), 1, "exactly the real panic line: {panics:?}");
+    assert!(panics[0].contains(FLOOD_PANIC_MESSAGE));
+    // 10,000 error lines and 100 stderr lines, less the 64 kept; the real panic is kept.
+    let summary = "dropped 10036 log lines of this call past its cap of 64 lines and 65536 bytes";
+    assert_eq!(
+        plugin_lines.iter().filter(|l| l.contains(summary)).count(),
+        1,
+        "{plugin_lines:#?}"
+    );
+    assert_eq!(plugin_lines.len(), 64 + 2);
+    assert_serves(&good);
+}
+
+#[test]
+fn two_memories_share_the_memory_limit() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-two-memories", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::MemoryLimit { limit, asked } = *fault else {
+            panic!("expected the memory limit, got {fault:?}")
+        };
+        assert_eq!(limit, 64 << 20);
+        // Each memory is at 41 MiB when the second grows: their total, not either, is refused.
+        assert!(
+            asked > 80 << 20 && asked < 82 << 20,
+            "asked for {asked} bytes"
+        );
+    });
+}
+
+#[test]
+fn an_output_over_the_copy_limit_is_refused_before_the_host_copies_it() {
+    let engine = engine();
+    let limits = PluginLimits {
+        max_output_bytes: 4 << 20,
+        ..PluginLimits::default()
+    };
+    let (bad, good) = (
+        load(&engine, "bad-oversized-output", limits),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::OutputTooLargeToCopy {
+                lift_limit: 8 << 20,
+                limit: 4 << 20,
+            }
+        );
+    });
+}
+
+/// 64 records that all point at the same 1 MiB of a 2 MiB instance: the memory cap does not
+/// bound what copying them out takes, the copy limit does.
+#[test]
+fn an_output_aliasing_one_body_is_refused_before_the_host_copies_it() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-aliased-output", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::OutputTooLargeToCopy {
+                lift_limit: 32 << 20,
+                limit: 16 << 20,
+            }
+        );
+        assert!(fault
+            .to_string()
+            .starts_with("output refused before it was copied: it needs more than 33554432 bytes"));
+    });
+}
+
+/// A host call's arguments are lifted under the same copy limit as the output: a 1 MiB name
+/// against a limit of 1 MiB in all traps before the host copies it, and is not taken for an
+/// oversized output.
+#[test]
+fn a_host_call_argument_over_the_copy_limit_traps_and_is_not_taken_for_the_output() {
+    let engine = engine();
+    let limits = PluginLimits {
+        max_output_bytes: 1000,
+        ..PluginLimits::default()
+    };
+    let bad = load(&engine, "bad-get-flood", limits);
+    assert_eq!(limits.lift_bytes(), 1 << 20);
+    assert_eq!(
+        fault_and_reads(&bad).0,
+        PluginFault::Trap(
+            "a host call's arguments are larger than the 1048576 bytes the host copies out of a plugin at once".into()
+        )
+    );
 }

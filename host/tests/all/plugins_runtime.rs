@@ -77,3 +77,26 @@ fn mesh_with_both_policies_computes_checked_resources_and_records_reads() {
         Some(vec!["greeter".to_owned(), "web".to_owned()])
     );
 }
+
+/// The hand-made two-memory component grows each of its memories to about 41 MiB and returns
+/// nothing: under a 128 MiB cap it succeeds, and its peak is the sum of both.
+#[test]
+fn peak_memory_is_the_sum_over_an_instances_memories() {
+    let engine = engine();
+    let limits = PluginLimits {
+        memory_bytes: 128 << 20,
+        ..PluginLimits::default()
+    };
+    let wasm = std::fs::read(plugin_wasm("bad-two-memories")).unwrap();
+    let plugin = Plugin::load(&engine, "two", &wasm, &serde_json::json!({}), limits).unwrap();
+    let node = Node {
+        id: "envoy-1".into(),
+        ..Node::default()
+    };
+    let (out, report) = plugin
+        .call(&node, &[], Arc::new(StaticInputs::new()))
+        .unwrap();
+    assert!(out.is_empty());
+    let peak = report.peak_memory;
+    assert!(peak > 80 << 20 && peak < 82 << 20, "peak {peak} bytes");
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the corpus of bad plugins for the host's `plugins_bad` tests: one component per
 # misbehaviour of `misbehave` (one Cargo feature each), the pass-through build as `bad_none`,
-# and `foreign-import`. Each lands in OUT_DIR as bad_<name with - as _>.wasm.
+# `foreign-import`, and the hand-assembled components of `handmade`. Each lands in OUT_DIR as
+# bad_<name with - as _>.wasm.
 #
 #   host/tests/bad-plugins/build.sh OUT_DIR
 #
@@ -21,7 +22,7 @@ out=$(realpath -m -- "$1")
 target=$(realpath -m -- "${CARGO_TARGET_DIR:-$root/target}")
 export CARGO_TARGET_DIR="$target"
 built="$target/wasm32-wasip2/release"
-features=(panic endless-loop alloc-1gib garbage-body unknown-type duplicate-names oversized-output panic-on-canary drop-clusters read-file)
+features=(panic endless-loop alloc-1gib garbage-body unknown-type duplicate-names oversized-output panic-on-canary drop-clusters read-file get-flood error-log-flood)
 
 cd "$root"
 mkdir -p "$out"
@@ -49,4 +50,8 @@ for feature in "${features[@]}"; do
     install_as misbehave "$feature"
 done
 
-echo "bad plugins in $out: bad_none bad_foreign_import$(printf ' bad_%s' "${features[@]//-/_}")"
+# Components Rust cannot build (two memories, an output that aliases one body), written by a
+# small native program with wasm-encoder.
+cargo run --quiet -p handmade -- "$out"
+
+echo "bad plugins in $out: bad_none bad_foreign_import$(printf ' bad_%s' "${features[@]//-/_}") bad_two_memories bad_aliased_output"

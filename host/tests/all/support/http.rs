@@ -31,16 +31,32 @@ impl HttpResponse {
 
 /// `GET path` on 127.0.0.1:`port` with `Connection: close`; at most 10 s.
 pub(crate) async fn http_get(port: u16, path: &str, host: &str) -> anyhow::Result<HttpResponse> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\n\
-         Host: {host}\r\n\
-         User-Agent: nebucloud-xds-tests\r\n\
-         Connection: close\r\n\r\n"
-    );
-    let what = format!("GET 127.0.0.1:{port}{path}");
+    http_request(port, "GET", path, &[("Host", host)], b"").await
+}
+
+/// `method path` on 127.0.0.1:`port` with exactly `headers` (give `Host`: it may be omitted or
+/// wrong on purpose), `body` with its `Content-Length`, and `Connection: close`; at most 10 s.
+pub(crate) async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("User-Agent: nebucloud-xds-tests\r\nConnection: close\r\n\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body);
+    let what = format!("{method} 127.0.0.1:{port}{path}");
     within(Duration::from_secs(10), &what, async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(&request).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         parse_response(&raw).with_context(|| what.clone())

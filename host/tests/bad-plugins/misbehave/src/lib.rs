@@ -5,7 +5,8 @@ use std::hint::black_box;
 
 use nebucloud_xds_guest::prost::Name;
 use nebucloud_xds_guest::proto::envoy::config::cluster::v3::Cluster;
-use nebucloud_xds_guest::{export_plugin, Context, Resource, Result};
+use nebucloud_xds_guest::serde_json::Value;
+use nebucloud_xds_guest::{export_plugin, log, Context, LogLevel, Resource, Result};
 
 /// The ways `run` can misbehave, one per Cargo feature of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,20 @@ pub enum Misbehaviour {
     /// `read-file`: reads `/etc/hostname` with `std::fs`, which links WASI's filesystem (whose
     /// types re-export the streams that stdout uses): it must load, and trap when it runs.
     ReadFile,
+    /// `get-flood`: `get`s a new key of `key_bytes` bytes (its config; 1 MiB when unset) in an
+    /// endless loop.
+    GetFlood,
+    /// `error-log-flood`: logs [`FLOOD_LINES`] error lines of about 1 KiB (every hundredth a
+    /// fake panic line) and some stderr lines, then panics with [`FLOOD_PANIC_MESSAGE`].
+    ErrorLogFlood,
 }
 
 /// What the `panic` build panics with.
 pub const PANIC_MESSAGE: &str = "misbehave: deliberate panic in run";
+/// What the `error-log-flood` build panics with after its flood.
+pub const FLOOD_PANIC_MESSAGE: &str = "misbehave: deliberate panic after an error-log flood";
+/// How many error lines the `error-log-flood` build logs.
+pub const FLOOD_LINES: usize = 10_000;
 
 /// This build's misbehaviour, chosen by its Cargo feature.
 pub const MISBEHAVIOUR: Misbehaviour = selected(&[
@@ -60,6 +71,11 @@ pub const MISBEHAVIOUR: Misbehaviour = selected(&[
     ),
     (cfg!(feature = "drop-clusters"), Misbehaviour::DropClusters),
     (cfg!(feature = "read-file"), Misbehaviour::ReadFile),
+    (cfg!(feature = "get-flood"), Misbehaviour::GetFlood),
+    (
+        cfg!(feature = "error-log-flood"),
+        Misbehaviour::ErrorLogFlood,
+    ),
 ]);
 
 /// The misbehaviour whose feature is on; two features on fail the build (a const panic).
@@ -120,6 +136,8 @@ pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resour
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             resources.push(Resource::new(host.trim(), &cluster(host.trim())));
         }
+        Misbehaviour::GetFlood => get_flood(ctx)?,
+        Misbehaviour::ErrorLogFlood => error_log_flood(),
     }
     Ok(resources)
 }
@@ -156,4 +174,41 @@ fn oversized() -> Resource {
         ..cluster("oversized")
     };
     Resource::new("oversized", &cluster)
+}
+
+/// Asks for a new key at every turn, each `key_bytes` long (1 MiB unless configured): a host
+/// that records every key grows by that much per turn until the deadline.
+fn get_flood(ctx: &Context<'_>) -> Result<()> {
+    let config: Value = ctx.config()?;
+    let key_bytes = config["key_bytes"]
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1 << 20)
+        .max(8);
+    let mut name = "k".repeat(key_bytes);
+    for i in 0_u64.. {
+        name.replace_range(..8, &format!("{:08}", i % 100_000_000));
+        black_box(ctx.get::<Value>("Flood", &name)?);
+    }
+    Ok(())
+}
+
+/// Logs [`FLOOD_LINES`] error lines, every hundredth a fake panic line, and some to stderr;
+/// then panics: the host must cap the flood and still report this panic.
+fn error_log_flood() -> ! {
+    let filler = "e".repeat(1000);
+    for i in 0..FLOOD_LINES {
+        if i % 100 == 99 {
+            log(
+                LogLevel::Error,
+                &format!("panicked at fake.rs:{i}: not the real panic"),
+            );
+        } else {
+            log(LogLevel::Error, &format!("error line {i}: {filler}"));
+        }
+        if i % 100 == 0 {
+            eprintln!("stderr line {i}");
+        }
+    }
+    panic!("{FLOOD_PANIC_MESSAGE}")
 }

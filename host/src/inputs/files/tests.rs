@@ -1,0 +1,168 @@
+//! The directory source: settling, caps, and last good documents.
+
+use super::*;
+use crate::plugins::InputView;
+
+fn source(dir: &Path, limits: InputLimits) -> (DirSource, Arc<InputStore>) {
+    let store = Arc::new(InputStore::new());
+    let src = DirSource::with_limits(dir, Arc::clone(&store), limits).unwrap();
+    (src, store)
+}
+
+fn at_once() -> InputLimits {
+    InputLimits {
+        settle: Duration::ZERO,
+        ..InputLimits::default()
+    }
+}
+
+fn svc(name: &str, port: u16) -> String {
+    format!("kind: Service\nname: {name}\nport: {port}\n")
+}
+
+fn port(store: &InputStore, name: &str) -> Option<String> {
+    Some(store.get("Service", name)?.json.to_string())
+}
+
+/// Some filesystems keep whole-second mtimes: make sure a rewrite looks modified.
+fn set_mtime(p: &Path, shift: Duration, later: bool) {
+    let f = std::fs::File::options().append(true).open(p).unwrap();
+    let now = SystemTime::now();
+    f.set_modified(if later { now + shift } else { now - shift })
+        .unwrap();
+}
+
+#[test]
+fn a_broken_file_keeps_its_last_documents_and_deleting_a_file_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut src, store) = source(dir.path(), at_once());
+    let f = dir.path().join("a.yaml");
+    std::fs::write(&f, svc("a", 1)).unwrap();
+    assert_eq!(src.scan().0.len(), 1);
+    std::fs::write(&f, "kind: Service\nname: a\nport: [\n").unwrap();
+    set_mtime(&f, Duration::from_secs(2), true);
+    let (changed, errors) = src.scan();
+    assert!(changed.is_empty());
+    assert!(errors[0].to_string().contains("a.yaml"));
+    assert!(src
+        .health()
+        .status()
+        .invalid
+        .keys()
+        .any(|k| k.ends_with("a.yaml")));
+    assert!(port(&store, "a").unwrap().contains("\"port\":1"));
+    assert!(src.scan().1.is_empty(), "not read again until it changes");
+    std::fs::remove_file(&f).unwrap();
+    assert_eq!(src.scan().0.len(), 1);
+    assert!(store.get("Service", "a").is_none());
+    assert!(src.health().status().invalid.is_empty());
+}
+
+#[test]
+fn a_file_is_published_only_once_it_has_stopped_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    let settle = Duration::from_millis(300);
+    let limits = InputLimits {
+        settle,
+        ..InputLimits::default()
+    };
+    let (mut src, store) = source(dir.path(), limits);
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, svc("old", 1)).unwrap();
+    set_mtime(&old, Duration::from_secs(60), false);
+    let f = dir.path().join("a.yaml");
+    std::fs::write(&f, svc("a", 1)).unwrap();
+    let (changed, _) = src.scan();
+    assert_eq!(
+        changed,
+        [("Service".to_owned(), "old".to_owned())],
+        "at start a file untouched for the window is read at once"
+    );
+    std::thread::sleep(settle / 2);
+    std::fs::write(&f, format!("{}---\n{}", svc("a", 2), svc("b", 2))).unwrap();
+    set_mtime(&f, Duration::from_secs(2), true);
+    std::thread::sleep(settle / 2);
+    assert!(src.scan().0.is_empty(), "still changing: not published");
+    assert!(store.get("Service", "a").is_none());
+    std::thread::sleep(settle);
+    assert_eq!(src.scan().0.len(), 2, "settled: published whole");
+    assert!(port(&store, "a").unwrap().contains("\"port\":2"));
+    std::fs::remove_file(&f).unwrap();
+    assert!(src.scan().0.is_empty(), "a deletion settles too");
+    std::thread::sleep(settle);
+    assert_eq!(src.scan().0.len(), 2);
+}
+
+#[test]
+fn an_oversized_file_is_refused_naming_the_limit_and_keeps_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = InputLimits {
+        max_file_bytes: 100,
+        ..at_once()
+    };
+    let (mut src, store) = source(dir.path(), limits);
+    let f = dir.path().join("web.yaml");
+    std::fs::write(&f, svc("web", 1)).unwrap();
+    src.scan();
+    std::fs::write(&f, format!("{}# {}\n", svc("web", 2), "x".repeat(100))).unwrap();
+    set_mtime(&f, Duration::from_secs(2), true);
+    let (changed, errors) = src.scan();
+    assert!(changed.is_empty());
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("web.yaml") && e.contains("over inputs.max_file_bytes = 100"),
+        "{e}"
+    );
+    assert!(port(&store, "web").unwrap().contains("\"port\":1"));
+    std::fs::write(&f, svc("web", 3)).unwrap();
+    set_mtime(&f, Duration::from_secs(4), true);
+    assert_eq!(src.scan().0.len(), 1, "back under the cap: read");
+}
+
+#[test]
+fn past_the_file_and_document_caps_files_are_refused_and_keep_what_they_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = InputLimits {
+        max_files: 2,
+        // c.yaml keeps its one past the file cap: a (1) + b (2) + c (1) fit, a second in a does not.
+        max_documents: 4,
+        ..at_once()
+    };
+    let (mut src, store) = source(dir.path(), limits);
+    let file = |n: &str| dir.path().join(n);
+    std::fs::write(file("a.yaml"), svc("a", 1)).unwrap();
+    std::fs::write(file("c.yaml"), svc("c", 1)).unwrap();
+    src.scan();
+    std::fs::write(
+        file("b.yaml"),
+        format!("{}---\n{}", svc("b", 1), svc("b2", 1)),
+    )
+    .unwrap();
+    let (changed, errors) = src.scan();
+    assert_eq!(changed.len(), 2, "b.yaml is among the first two by path");
+    assert!(
+        errors[0].to_string().contains("inputs.max_files = 2"),
+        "{errors:?}"
+    );
+    assert!(
+        store.get("Service", "c").is_some(),
+        "c.yaml, past the cap, keeps its documents"
+    );
+    std::fs::write(
+        file("a.yaml"),
+        format!("{}---\n{}", svc("a", 2), svc("a2", 2)),
+    )
+    .unwrap();
+    set_mtime(&file("a.yaml"), Duration::from_secs(2), true);
+    let (_, errors) = src.scan();
+    let e = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        e.contains("a.yaml") && e.contains("inputs.max_documents = 4"),
+        "{e}"
+    );
+    assert!(port(&store, "a").unwrap().contains("\"port\":1"));
+}

@@ -1,0 +1,184 @@
+//! What a plugin call reports: why a load or a call failed, what a call cost and read, and
+//! the counters of a plugin version.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::CONTRACT;
+use crate::plugins::inputs::Reads;
+
+/// Why a plugin file cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginLoadError {
+    /// Not a WebAssembly component (a core module, or not wasm at all).
+    #[error("not a WebAssembly component ({0}); build plugins with `cargo build --target wasm32-wasip2`")]
+    NotAComponent(String),
+    /// The plugin imports something the contract does not offer.
+    #[error("imports `{0}`, which the plugin contract does not offer (plugins get `{CONTRACT}` and no files, sockets, environment or clocks)")]
+    ForeignImport(String),
+    /// The plugin was built against another contract version.
+    #[error("built against `{found}`; this host speaks `{CONTRACT}`")]
+    ContractVersion {
+        /// The import it has.
+        found: String,
+    },
+    /// The plugin does not export the contract's functions with the contract's types.
+    #[error("does not implement the plugin world: {0}")]
+    Exports(String),
+    /// Its `init` refused its configuration, or trapped.
+    #[error("init failed: {0}")]
+    Init(String),
+}
+
+/// Why one call of a plugin produced no resources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginFault {
+    /// The plugin returned an error.
+    #[error("returned an error: {0}")]
+    Returned(String),
+    /// The plugin trapped (a panic, an `unreachable`, a forbidden import).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The call ran past its deadline.
+    #[error("ran past its deadline of {0:?}")]
+    Timeout(Duration),
+    /// The plugin tried to grow its memory past its limit.
+    #[error("exceeded its memory limit of {limit} bytes (asked for {asked})")]
+    MemoryLimit {
+        /// The limit.
+        limit: usize,
+        /// What its memories would have totalled.
+        asked: usize,
+    },
+    /// More resource bytes than the input limit would have been handed over.
+    #[error("input of {bytes} bytes exceeds the limit of {limit}")]
+    InputTooLarge {
+        /// Bytes.
+        bytes: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// The plugin returned more bytes than its output limit.
+    #[error("output of {bytes} bytes exceeds the limit of {limit}")]
+    OutputTooLarge {
+        /// Bytes.
+        bytes: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// Copying the output out of the guest would have taken more host memory than the host
+    /// allows for it ([`PluginLimits::lift_bytes`](crate::plugins::PluginLimits::lift_bytes)):
+    /// refused before the copy, so its exact size is not known.
+    #[error("output refused before it was copied: it needs more than {lift_limit} bytes of host memory, the most the host copies for an output limit of {limit}")]
+    OutputTooLargeToCopy {
+        /// The most the host copies out of the guest at once.
+        lift_limit: usize,
+        /// `max_output_bytes`.
+        limit: usize,
+    },
+    /// A host call (`get`, `list`) asked for more than one of the call's budgets allows: the
+    /// call ends at once.
+    #[error("host call `{call}` exceeded {limit} of {max} (asked for {asked})")]
+    HostCallLimit {
+        /// The host call.
+        call: &'static str,
+        /// The limit: its config key (`max_reads`, `max_read_bytes`, `max_document_bytes`)
+        /// or, for a key's length, `the kind length limit` / `the name length limit`.
+        limit: &'static str,
+        /// What the call would have brought the count (reads, or bytes) to.
+        asked: usize,
+        /// The limit's value.
+        max: usize,
+    },
+    /// The output broke the contract (undecodable body, unknown type, duplicate name).
+    #[error("returned an invalid resource: {0}")]
+    InvalidOutput(String),
+    /// A fresh instance could not be made.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The inputs could not be read reliably (an internal fault of the host): the run may have
+    /// seen too little, so its result is not used.
+    #[error("ran on unreliable inputs: {0}")]
+    InputsUnavailable(String),
+}
+
+/// What one call cost and read.
+#[derive(Debug, Clone, Default)]
+pub struct CallReport {
+    /// The inputs it read.
+    pub reads: Reads,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Instructions (fuel) used, when the engine counts them.
+    pub instructions: Option<u64>,
+    /// The instance's linear memory high-water mark, in bytes, summed over its memories.
+    pub peak_memory: usize,
+    /// The bytes of resources returned.
+    pub output_bytes: usize,
+}
+
+/// Counters of one plugin version since it was loaded.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    nanos: AtomicU64,
+    instructions: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`PluginStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PluginStatsSnapshot {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Mean wall-clock time per call, in microseconds.
+    pub mean_call_us: u64,
+    /// Instructions used in all (when counted).
+    pub instructions: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+impl PluginStats {
+    pub(crate) fn record(
+        &self,
+        elapsed: Duration,
+        instructions: Option<u64>,
+        error: Option<&PluginFault>,
+    ) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.instructions
+            .fetch_add(instructions.unwrap_or(0), Ordering::Relaxed);
+        if let Some(e) = error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        let calls = self.calls.load(Ordering::Relaxed);
+        PluginStatsSnapshot {
+            calls,
+            errors: self.errors.load(Ordering::Relaxed),
+            mean_call_us: self
+                .nanos
+                .load(Ordering::Relaxed)
+                .checked_div(calls)
+                .unwrap_or(0)
+                / 1000,
+            instructions: self.instructions.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|l| l.clone()),
+        }
+    }
+}
