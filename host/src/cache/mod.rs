@@ -1,11 +1,13 @@
 //! The cache: immutable, content-versioned resource sets per node group, shared by `Arc` and
 //! published to streams through watch channels.
 
+mod consistency;
 mod files;
 mod resource;
 mod set;
 mod store;
 
+pub use consistency::{ConsistencyError, Inconsistency};
 pub use files::{load_resource_dir, ResourceFileError};
 pub(crate) use resource::combined_version;
 pub use resource::Resource;

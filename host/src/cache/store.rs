@@ -57,14 +57,21 @@ impl Cache {
     }
 
     /// Withdraws the group's resources until the next [`Cache::set`]: its streams keep what
-    /// they have, and a stream that opens meanwhile waits for the next set.
+    /// they have, and a stream that opens meanwhile waits for the next set. Unlike
+    /// [`Cache::remove`], the group keeps its slot.
     pub fn clear(&self, group: &str) {
         if let Some(s) = self.groups.get(group) {
             s.send_if_modified(|current| current.take().is_some());
         }
     }
 
-    /// Forgets a group: its streams keep what they have and see no further change.
+    /// Clears a group: go-control-plane's `ClearSnapshot`, and the way to drop a group an
+    /// embedder no longer serves. Its resources and its slot are freed: [`Cache::get`] is
+    /// `None`, and [`Cache::groups`] lists it again only once a stream watches it.
+    ///
+    /// Its open streams keep what they were sent and wait, as streams of a group without
+    /// resources do: when the group is set again, they get the new set. A stream that opens
+    /// meanwhile waits for that set too.
     pub fn remove(&self, group: &str) {
         self.groups.remove(group);
     }

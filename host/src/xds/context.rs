@@ -21,7 +21,18 @@ pub(crate) const FEATURE_RESOURCE_IN_SOTW: &str = "xds.config.resource-in-sotw";
 
 /// Bounds on what one stream may make the server hold. A request over any of them ends the
 /// stream with `RESOURCE_EXHAUSTED`, and the status message names the limit.
+///
+/// Start from [`Default`] and change what you need, so that limits added later get their
+/// defaults:
+///
+/// ```
+/// let limits = nebucloud_xds::StreamLimits::default()
+///     .with_max_names_per_type(10_000)
+///     .with_max_types(16);
+/// assert_eq!(limits.max_names_per_type, 10_000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamLimits {
     /// The most resource names one stream may subscribe to for one type (and the most
     /// `initial_resource_versions` it may announce).
@@ -59,6 +70,50 @@ impl Default for StreamLimits {
             max_node_bytes: 64 << 10,
             max_unserved_types: 4,
         }
+    }
+}
+
+impl StreamLimits {
+    /// With [`max_names_per_type`](Self::max_names_per_type) set to `max`.
+    #[must_use]
+    pub const fn with_max_names_per_type(mut self, max: usize) -> Self {
+        self.max_names_per_type = max;
+        self
+    }
+
+    /// With [`max_types`](Self::max_types) set to `max`.
+    #[must_use]
+    pub const fn with_max_types(mut self, max: usize) -> Self {
+        self.max_types = max;
+        self
+    }
+
+    /// With [`max_name_bytes`](Self::max_name_bytes) set to `max`.
+    #[must_use]
+    pub const fn with_max_name_bytes(mut self, max: usize) -> Self {
+        self.max_name_bytes = max;
+        self
+    }
+
+    /// With [`max_names_bytes`](Self::max_names_bytes) set to `max`.
+    #[must_use]
+    pub const fn with_max_names_bytes(mut self, max: usize) -> Self {
+        self.max_names_bytes = max;
+        self
+    }
+
+    /// With [`max_node_bytes`](Self::max_node_bytes) set to `max`.
+    #[must_use]
+    pub const fn with_max_node_bytes(mut self, max: usize) -> Self {
+        self.max_node_bytes = max;
+        self
+    }
+
+    /// With [`max_unserved_types`](Self::max_unserved_types) set to `max`.
+    #[must_use]
+    pub const fn with_max_unserved_types(mut self, max: usize) -> Self {
+        self.max_unserved_types = max;
+        self
     }
 }
 

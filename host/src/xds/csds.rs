@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use nebucloud_xds_proto::type_url::SECRET;
 
-use super::server::{CsdsAccess, Shared};
+use super::shared::{CsdsAccess, Shared};
 use super::status::{DeliveryState, NodeStatus};
 use super::tls::{PeerIdentity, TlsSettings};
 

@@ -4,32 +4,42 @@
 mod admission;
 #[doc(hidden)]
 pub mod bench;
+mod callbacks;
 mod connection;
 mod context;
 mod csds;
 mod delta;
+#[cfg(test)]
+mod delta_tests;
+mod grouping;
 mod limits;
 #[cfg(test)]
 mod proptests;
 mod server;
 mod services;
+mod shared;
 mod sotw;
+#[cfg(test)]
+mod sotw_tests;
 mod status;
 mod stream;
 mod subscription;
+#[cfg(test)]
+mod test_support;
 mod tls;
 mod types;
 
 pub use admission::{DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE};
+pub use callbacks::{
+    Callbacks, FetchInfo, Protocol, StreamId, StreamInfo, StreamRequest, StreamResponse,
+};
 pub use context::StreamLimits;
+pub use grouping::{ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver};
 pub use server::{
-    ByCluster, CsdsAccess, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, ServeError, XdsServer,
-    XdsServerBuilder,
+    ServeError, XdsServer, XdsServerBuilder, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES,
 };
-pub use server::{
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_BYTES,
-};
+pub use shared::CsdsAccess;
 pub(crate) use status::unix_now;
 pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};
 pub use tls::{TlsError, TlsSettings};

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::envoy::service::status::v3::{ClientStatusRequest, ClientStatusResponse};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -15,139 +14,15 @@ use tonic::transport::Server;
 use crate::cache::Cache;
 
 use super::admission::{self, AcceptRate};
-use super::connection::{self, ConnectionCounters, ConnectionRules};
+use super::callbacks::Callbacks;
+use super::connection::{self, ConnectionRules};
 use super::context::StreamLimits;
+use super::grouping::{ByNodeId, NodeGrouping, NodeObserver};
 use super::services;
+use super::shared::CsdsAccess;
+use super::shared::Shared;
 use super::status::NodeRegistry;
 use super::tls::{PeerIdentity, TlsError, TlsSettings};
-
-/// Maps a node to the group whose resources it is served. Nodes of one group share one
-/// computation and one copy of the resources.
-pub trait NodeGrouping: Send + Sync + 'static {
-    /// The group of `node`.
-    fn group_of(&self, node: &Node) -> String;
-}
-
-impl<F> NodeGrouping for F
-where
-    F: Fn(&Node) -> String + Send + Sync + 'static,
-{
-    fn group_of(&self, node: &Node) -> String {
-        self(node)
-    }
-}
-
-/// Told when a node opens and closes a stream, so that its group can be computed when it is
-/// needed and forgotten when it is not. The plugin pipeline is one.
-pub trait NodeObserver: Send + Sync + 'static {
-    /// A node of `group` opened a stream. Must not block.
-    fn node_connected(&self, group: &str, node: &Node);
-
-    /// A stream announced by [`NodeObserver::node_connected`] closed. Must not block.
-    fn node_disconnected(&self, group: &str) {
-        let _ = group;
-    }
-
-    /// A node of `group` made a unary fetch: the group is needed, but no stream holds it. By
-    /// default a stream that opens and closes at once, so the group lives for the observer's
-    /// grace period and no longer.
-    fn node_fetched(&self, group: &str, node: &Node) {
-        self.node_connected(group, node);
-        self.node_disconnected(group);
-    }
-}
-
-/// One group per node id: `Cache::set(node_id, …)` configures that node.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ByNodeId;
-
-impl NodeGrouping for ByNodeId {
-    fn group_of(&self, node: &Node) -> String {
-        node.id.clone()
-    }
-}
-
-/// One group per node identity: everything a plugin can see of a node (id, cluster, locality,
-/// metadata, user agent, client features). Nodes that look the same to a plugin share one
-/// computation; the group name starts with the node id, for operators.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ByIdentity;
-
-impl NodeGrouping for ByIdentity {
-    fn group_of(&self, node: &Node) -> String {
-        use prost::Message;
-        let identity = Node {
-            id: node.id.clone(),
-            cluster: node.cluster.clone(),
-            locality: node.locality.clone(),
-            metadata: node.metadata.clone(),
-            user_agent_name: node.user_agent_name.clone(),
-            user_agent_version_type: node.user_agent_version_type.clone(),
-            client_features: node.client_features.clone(),
-            ..Node::default()
-        };
-        // Struct fields are a map: encode them in key order so equal nodes hash equally.
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(
-            &Node {
-                metadata: None,
-                ..identity.clone()
-            }
-            .encode_to_vec(),
-        );
-        if let Some(m) = &identity.metadata {
-            h.update(crate::schema::struct_to_json(m).to_string().as_bytes());
-        }
-        format!("{}#{:016x}", node.id, h.digest())
-    }
-}
-
-/// One group per `node.cluster` (Envoy's service cluster): every replica of a service gets the
-/// same configuration.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ByCluster;
-
-impl NodeGrouping for ByCluster {
-    fn group_of(&self, node: &Node) -> String {
-        node.cluster.clone()
-    }
-}
-
-/// Who may call CSDS (`ClientStatusDiscoveryService`) on the xDS port. CSDS shows what each
-/// node was sent, so it is a way to read other nodes' configuration: with mutual TLS and node
-/// authorization a client sees only the nodes its certificate allows, whatever this says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CsdsAccess {
-    /// Served where it cannot leak: on a loopback-only listener, or under mutual TLS with node
-    /// authorization; refused (`PERMISSION_DENIED`) on any other port.
-    #[default]
-    Auto,
-    /// Served to every client of the port.
-    On,
-    /// Never served on the xDS port (the admin port's `/debug/csds` still answers).
-    Off,
-}
-
-/// What every stream of a server shares.
-pub(crate) struct Shared {
-    pub(crate) cache: Cache,
-    pub(crate) grouping: Box<dyn NodeGrouping>,
-    pub(crate) observer: Option<Box<dyn NodeObserver>>,
-    pub(crate) nodes: Arc<NodeRegistry>,
-    pub(crate) limits: StreamLimits,
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) max_message_bytes: usize,
-    pub(crate) tls: Option<TlsSettings>,
-    pub(crate) csds: CsdsAccess,
-    pub(crate) csds_secrets: bool,
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_streams_per_connection: Option<u32>,
-    pub(crate) keepalive: (Duration, Duration),
-    pub(crate) connection_rules: ConnectionRules,
-    pub(crate) accept_rate: AcceptRate,
-    pub(crate) connection_counters: Arc<ConnectionCounters>,
-}
 
 /// An xDS management server over a [`Cache`]: ADS and every per-type discovery service, each
 /// in State-of-the-World and Delta form, on one gRPC port.
@@ -182,9 +57,19 @@ pub struct XdsServerBuilder {
     keepalive: (Duration, Duration),
     connection_rules: ConnectionRules,
     accept_rate: AcceptRate,
+    callbacks: Option<Arc<dyn Callbacks>>,
 }
 
 impl XdsServerBuilder {
+    /// Hooks told of every stream's open, requests, responses, NACKs and close, and of every
+    /// unary fetch, which may refuse a stream, a request or a fetch (see [`Callbacks`] for
+    /// the order of calls). Without them (the default) nothing is called.
+    #[must_use]
+    pub fn callbacks(mut self, callbacks: impl Callbacks) -> Self {
+        self.callbacks = Some(Arc::new(callbacks));
+        self
+    }
+
     /// Serve over TLS (and mutual TLS when a client CA is set).
     #[must_use]
     pub fn tls(mut self, tls: TlsSettings) -> Self {
@@ -351,6 +236,8 @@ impl XdsServerBuilder {
                 connection_rules: self.connection_rules,
                 accept_rate: self.accept_rate,
                 connection_counters: Arc::default(),
+                callbacks: self.callbacks,
+                next_stream_id: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -383,6 +270,7 @@ impl XdsServer {
             keepalive: (DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT),
             connection_rules: ConnectionRules::default(),
             accept_rate: AcceptRate::default(),
+            callbacks: None,
         }
     }
 

@@ -51,11 +51,10 @@ use tonic_health::server::{HealthReporter, HealthService};
 use super::context::{check_node, Scope};
 use super::csds::Csds;
 use super::delta::DeltaStream;
-use super::server::Shared;
+use super::shared::Shared;
 use super::sotw::{select, SotwStream};
-use super::stream::{serve, ResponseStream};
+use super::stream::{serve, Caller, ResponseStream};
 use super::subscription::SubscriptionState;
-use super::tls::PeerIdentity;
 
 /// One door: a scope (ADS, or one type) over the shared server state.
 #[derive(Clone)]
@@ -69,12 +68,12 @@ impl Door {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Response<ResponseStream<DiscoveryResponse>> {
-        let peer = self.peer(&req);
+        let (caller, requests) = Caller::of(&self.shared, req);
         Response::new(serve::<SotwStream>(
             Arc::clone(&self.shared),
             self.scope,
-            peer,
-            req.into_inner(),
+            caller,
+            requests,
         ))
     }
 
@@ -82,24 +81,18 @@ impl Door {
         &self,
         req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
-        let peer = self.peer(&req);
+        let (caller, requests) = Caller::of(&self.shared, req);
         Response::new(serve::<DeltaStream>(
             Arc::clone(&self.shared),
             self.scope,
-            peer,
-            req.into_inner(),
+            caller,
+            requests,
         ))
-    }
-
-    /// Who the peer is, when node ids must match client certificates.
-    fn peer<T>(&self, req: &Request<T>) -> PeerIdentity {
-        PeerIdentity::of(self.shared.tls.as_ref(), req)
     }
 
     /// The unary `Fetch*` form: the current State-of-the-World answer, no stream state.
     fn fetch(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-        let peer = self.peer(&req);
-        let mut req = req.into_inner();
+        let (caller, mut req) = Caller::of(&self.shared, req);
         let type_url = self.scope.resolve(&req.type_url)?;
         let node = req
             .node
@@ -127,8 +120,11 @@ impl Door {
                 self.shared.limits.max_names_per_type
             )));
         }
-        peer.authorize(&node.id)?;
+        caller.identity.authorize(&node.id)?;
         let group = self.shared.grouping.group_of(node);
+        if let Some(callbacks) = &self.shared.callbacks {
+            callbacks.on_fetch_request(&caller.fetch(&req, &group, &type_url))?;
+        }
         if let Some(observer) = &self.shared.observer {
             observer.node_fetched(&group, node);
         }
@@ -139,9 +135,14 @@ impl Door {
             ))
         })?;
         let mut sub = SubscriptionState::default();
-        sub.apply_sotw(std::mem::take(&mut req.resource_names));
+        let names = match &self.shared.callbacks {
+            // The callbacks see the request as it came, after the answer too.
+            Some(_) => req.resource_names.clone(),
+            None => std::mem::take(&mut req.resource_names),
+        };
+        sub.apply_sotw(names);
         let (version, resources) = select(&set, &type_url, &sub);
-        Ok(Response::new(DiscoveryResponse {
+        let response = DiscoveryResponse {
             version_info: version,
             resources: resources
                 .iter()
@@ -152,7 +153,12 @@ impl Door {
                 .collect(),
             type_url,
             ..DiscoveryResponse::default()
-        }))
+        };
+        if let Some(callbacks) = &self.shared.callbacks {
+            let fetch = caller.fetch(&req, &group, &response.type_url);
+            callbacks.on_fetch_response(&fetch, &response);
+        }
+        Ok(Response::new(response))
     }
 }
 

@@ -10,6 +10,7 @@ use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::google::rpc::Status as RpcStatus;
 use serde::Serialize;
 
+use super::callbacks::{Callbacks, StreamId};
 use super::limits::{
     truncated, NackLog, LOGGED_NODE_ID_BYTES, MAX_CLIENT_VERSION_BYTES, MAX_NACK_MESSAGE_BYTES,
 };
@@ -150,6 +151,7 @@ impl NodeRegistry {
             registry: Arc::clone(self),
             node_id: node.id.clone(),
             nack_log: NackLog::default(),
+            nack_hook: None,
         }
     }
 
@@ -162,14 +164,30 @@ impl NodeRegistry {
 
 /// One open stream's handle on the registry: records its events, and unregisters on drop
 /// (so everything about a node is freed when its last stream closes).
-#[derive(Debug)]
 pub(crate) struct StreamRecord {
     registry: Arc<NodeRegistry>,
     node_id: String,
     nack_log: NackLog,
+    /// The embedder's callbacks, told of every NACK as it is recorded.
+    nack_hook: Option<(StreamId, Arc<dyn Callbacks>)>,
+}
+
+impl std::fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRecord")
+            .field("node_id", &self.node_id)
+            .field("nack_log", &self.nack_log)
+            .field("nack_hook", &self.nack_hook.as_ref().map(|(id, _)| id))
+            .finish_non_exhaustive()
+    }
 }
 
 impl StreamRecord {
+    /// Tells `callbacks` of every NACK this stream records, as stream `id`.
+    pub(crate) fn report_nacks_to(&mut self, id: StreamId, callbacks: Arc<dyn Callbacks>) {
+        self.nack_hook = Some((id, callbacks));
+    }
+
     pub(crate) fn sent(&self, type_url: &str, version: &str, nonce: &str) {
         metrics::counter!("xds_responses_total", "type" => metric_label(type_url)).increment(1);
         self.registry.update(&self.node_id, type_url, |t| {
@@ -201,6 +219,9 @@ impl StreamRecord {
                 "client rejected a response (NACK); `suppressed` earlier NACK lines of this \
                  stream were not logged"
             );
+        }
+        if let Some((id, callbacks)) = &self.nack_hook {
+            callbacks.on_stream_nack(*id, &self.node_id, type_url, &nack);
         }
         self.registry.update(&self.node_id, type_url, |t| {
             t.state = Some(DeliveryState::Nacked);

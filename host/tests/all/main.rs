@@ -10,9 +10,12 @@
 )]
 
 mod admin;
+mod admin_security;
 mod cli;
 mod csds_access;
+mod embedder;
 mod connections;
+mod inputs_conflicts;
 mod inputs_etcd;
 mod hostile;
 mod inputs_kubernetes;

@@ -80,13 +80,9 @@ async fn subscription_over_the_name_limit_is_resource_exhausted_and_other_stream
 
 #[tokio::test]
 async fn the_name_limit_is_configurable() {
-    let s = TestServer::start_with(|b| {
-        b.limits(StreamLimits {
-            max_names_per_type: 2,
-            ..StreamLimits::default()
-        })
-    })
-    .await;
+    let s =
+        TestServer::start_with(|b| b.limits(StreamLimits::default().with_max_names_per_type(2)))
+            .await;
     let mut c = Delta::open(&s, node("n1")).await;
     c.subscribe(T_ENDPOINT, &["a", "b"], &[]).await;
     c.subscribe(T_ENDPOINT, &["c"], &[]).await;

@@ -1,0 +1,95 @@
+//! Which group a node is served from, and who is told when a group's nodes come and go.
+
+use nebucloud_xds_proto::envoy::config::core::v3::Node;
+
+/// Maps a node to the group whose resources it is served. Nodes of one group share one
+/// computation and one copy of the resources.
+pub trait NodeGrouping: Send + Sync + 'static {
+    /// The group of `node`.
+    fn group_of(&self, node: &Node) -> String;
+}
+
+impl<F> NodeGrouping for F
+where
+    F: Fn(&Node) -> String + Send + Sync + 'static,
+{
+    fn group_of(&self, node: &Node) -> String {
+        self(node)
+    }
+}
+
+/// Told when a node opens and closes a stream, so that its group can be computed when it is
+/// needed and forgotten when it is not. The plugin pipeline is one.
+pub trait NodeObserver: Send + Sync + 'static {
+    /// A node of `group` opened a stream. Must not block.
+    fn node_connected(&self, group: &str, node: &Node);
+
+    /// A stream announced by [`NodeObserver::node_connected`] closed. Must not block.
+    fn node_disconnected(&self, group: &str) {
+        let _ = group;
+    }
+
+    /// A node of `group` made a unary fetch: the group is needed, but no stream holds it. By
+    /// default a stream that opens and closes at once, so the group lives for the observer's
+    /// grace period and no longer.
+    fn node_fetched(&self, group: &str, node: &Node) {
+        self.node_connected(group, node);
+        self.node_disconnected(group);
+    }
+}
+
+/// One group per node id: `Cache::set(node_id, …)` configures that node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByNodeId;
+
+impl NodeGrouping for ByNodeId {
+    fn group_of(&self, node: &Node) -> String {
+        node.id.clone()
+    }
+}
+
+/// One group per node identity: everything a plugin can see of a node (id, cluster, locality,
+/// metadata, user agent, client features). Nodes that look the same to a plugin share one
+/// computation; the group name starts with the node id, for operators.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByIdentity;
+
+impl NodeGrouping for ByIdentity {
+    fn group_of(&self, node: &Node) -> String {
+        use prost::Message;
+        let identity = Node {
+            id: node.id.clone(),
+            cluster: node.cluster.clone(),
+            locality: node.locality.clone(),
+            metadata: node.metadata.clone(),
+            user_agent_name: node.user_agent_name.clone(),
+            user_agent_version_type: node.user_agent_version_type.clone(),
+            client_features: node.client_features.clone(),
+            ..Node::default()
+        };
+        // Struct fields are a map: encode them in key order so equal nodes hash equally.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(
+            &Node {
+                metadata: None,
+                ..identity.clone()
+            }
+            .encode_to_vec(),
+        );
+        if let Some(m) = &identity.metadata {
+            h.update(crate::schema::struct_to_json(m).to_string().as_bytes());
+        }
+        format!("{}#{:016x}", node.id, h.digest())
+    }
+}
+
+/// One group per `node.cluster` (Envoy's service cluster): every replica of a service gets the
+/// same configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByCluster;
+
+impl NodeGrouping for ByCluster {
+    fn group_of(&self, node: &Node) -> String {
+        node.cluster.clone()
+    }
+}
