@@ -102,7 +102,7 @@ PLUGIN_DIR   ?= $(CURDIR)/build/plugins
 CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 WASM_OUT     := $(CARGO_TARGET)/wasm32-wasip2/release
 
-.PHONY: plugins reload-plugins test-plugins run test test-only bench bench-reload
+.PHONY: plugins reload-plugins test-plugins run test test-only bench bench-reload bench-churn
 
 # The bundled plugins, built as a plugin author would: `cargo build --target wasm32-wasip2`.
 plugins: deps-wasm
@@ -134,12 +134,17 @@ test-only:
 bench: reload-plugins
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo bench -p nebucloud-xds-benches --bench cache
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo bench -p nebucloud-xds-benches --bench plugins
+	cargo bench -p nebucloud-xds-benches --bench subscriptions
+	cargo build --release -p nebucloud-xds-benches --bins
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
 		--nodes 10000 --streams-per-conn 50,1 --out $(CARGO_TARGET)/bench-results
 	$(MAKE) bench-reload
+	$(MAKE) bench-churn
 	cat $(CARGO_TARGET)/bench-results/cache.md $(CARGO_TARGET)/bench-results/plugins.md \
+		$(CARGO_TARGET)/bench-results/subscriptions.md \
 		$(CARGO_TARGET)/bench-results/loadgen.md $(CARGO_TARGET)/bench-results/reload.md \
-		$(CARGO_TARGET)/bench-results/reload-fast.md > $(CARGO_TARGET)/bench-results/summary.md
+		$(CARGO_TARGET)/bench-results/reload-fast.md $(CARGO_TARGET)/bench-results/churn.md \
+		> $(CARGO_TARGET)/bench-results/summary.md
 
 # Hot reload: a policy plugin's file rewritten → all 1,000 connected nodes ACKed the new
 # config, with the serving defaults (file check 250 ms, settle 1 s), then with a fast watch
@@ -153,3 +158,16 @@ bench-reload: reload-plugins
 		--nodes 1000 --streams-per-conn 1 --grouping cluster,node --reload $(RELOAD_VERSIONS) \
 		--reload-interval-ms 20 --reload-settle-ms 0 --check --out $(CARGO_TARGET)/bench-results \
 		--name reload-fast
+
+# Pod churn: 100 live nodes stay connected while 5 rounds of 2,000 new node ids, one connection
+# each as pods have, connect, get configured and leave. Our server runs as `serve` does
+# (mesh.wasm, a group per node) with a 2 s group grace period; the seed with a push path beside
+# it. The live nodes' input change is timed (10 changes) before the churn and again after the
+# grace period; groups and memory are read at each step. About 1 minute once built.
+# Both binaries come from one build: `cargo run --bin loadgen` would build loadgen alone, and
+# the bench-server it starts could be an older one.
+bench-churn: plugins
+	cargo build --release -p nebucloud-xds-benches --bins
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) $(CARGO_TARGET)/release/loadgen \
+		--churn 5:2000 --live-nodes 100 --streams-per-conn 1 --protocols sotw --grace-ms 2000 \
+		--updates 10 --check --out $(CARGO_TARGET)/bench-results --name churn

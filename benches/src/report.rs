@@ -1,5 +1,8 @@
 //! The load generator's results: a JSON file, a Markdown table (the README's), and SVG plots,
-//! with ours-to-seed ratios and the targets marked met or missed.
+//! with ours-to-seed ratios and the targets marked met or missed; [`churn`] reports the
+//! churn runs.
+
+pub mod churn;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

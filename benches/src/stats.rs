@@ -83,6 +83,13 @@ fn clock_ticks() -> f64 {
     rustix::param::clock_ticks_per_second() as f64
 }
 
+/// Nanoseconds since the Unix epoch: the one clock the load generator and the server process
+/// share.
+pub fn unix_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Raises this process's open-file limit to its hard limit; returns the limit now in force.
 /// Each simulated connection costs one descriptor here and one in the server.
 pub fn raise_fd_limit() -> u64 {

@@ -1,5 +1,5 @@
 //! Smoke runs of the benchmark tools, small enough for `cargo test`: the load generator with
-//! 200 nodes against every server over SotW and Delta, its plugin-reload mode, and
+//! 200 nodes against every server over SotW and Delta, its plugin-reload and churn modes, and
 //! `bench_plugin` on the mesh plugin.
 
 use std::process::Command;
@@ -120,6 +120,62 @@ fn loadgen_times_plugin_file_changes_until_every_node_acked_them() {
     }
     let md = std::fs::read_to_string(out.join("reload.md")).unwrap();
     assert!(md.contains("file change → all ACKed"), "{md}");
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn loadgen_churn_forgets_the_departed_groups_and_live_nodes_keep_receiving_changes() {
+    let mesh = plugin_dir().join("mesh.wasm");
+    assert!(
+        mesh.exists(),
+        "{} missing: run `make plugins`",
+        mesh.display()
+    );
+    let out = std::env::temp_dir().join(format!("nx-loadgen-churn-{}", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--churn", "2:200", "--impls", "ours", "--protocols", "sotw"])
+        .args(["--live-nodes", "20", "--updates", "2", "--grace-ms", "500"])
+        .args(["--streams-per-conn", "20", "--timeout-s", "60", "--check"])
+        .args(["--name", "churn"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_bench-server"))
+        .status()
+        .expect("loadgen runs");
+    assert!(status.success(), "loadgen --churn --check failed: {status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("churn.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 1, "ours only");
+    let run = &runs[0];
+    // A group per node (identity): the live nodes' groups, then theirs and the newcomers'.
+    let baseline = run["groups_baseline"]["count"].as_u64().unwrap_or(0);
+    assert_eq!(baseline, 20, "{run}");
+    assert!(run["groups_peak"].as_u64().unwrap_or(0) > baseline, "{run}");
+    assert_eq!(
+        run["groups_after"]["count"].as_u64(),
+        Some(baseline),
+        "{run}"
+    );
+    assert_eq!(run["groups_after"]["evicted"].as_u64(), Some(400), "{run}");
+    for what in ["cache_entries", "node_records"] {
+        assert_eq!(
+            run["groups_after"][what].as_u64(),
+            Some(baseline),
+            "{what}: {run}"
+        );
+    }
+    for phase in ["before", "after"] {
+        let updates = run[phase]["updates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(updates.len(), 2, "{phase}: {run}");
+        assert!(updates.iter().all(|u| u["acked"] == 20), "{phase}: {run}");
+    }
+    let md = std::fs::read_to_string(out.join("churn.md")).unwrap();
+    assert!(md.contains("groups: baseline / peak / after grace"), "{md}");
     let _ = std::fs::remove_dir_all(out);
 }
 

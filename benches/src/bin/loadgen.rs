@@ -2,7 +2,9 @@
 //! Delta) against our server, the seed's server as published, and the seed with a push path,
 //! each in its own process; prints progress on stderr and writes JSON, Markdown and SVG plots
 //! under `target/bench-results/`. With `--reload v1.wasm,v2.wasm,…` it times plugin file
-//! changes instead of input changes: file written → every node ACKed the new config.
+//! changes instead of input changes: file written → every node ACKed the new config. With
+//! `--churn ROUNDS:NODES` it times live nodes' input change before and after rounds of
+//! short-lived nodes, and reads what the server keeps of them.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nebucloud_xds::config::ReloadConfig;
 use nx_bench::fixtures::{plugin_dir, results_dir};
+use nx_bench::loadgen::churn::{self, ChurnScenario};
 use nx_bench::loadgen::client::Protocol;
 use nx_bench::loadgen::{run, server::default_server_bin, Change, Scenario};
 use nx_bench::report::{self, Context};
@@ -56,9 +59,9 @@ struct Cli {
     /// Output directory (default: target/bench-results, under $CARGO_TARGET_DIR if set).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// File name stem of the results.
-    #[arg(long, default_value = "loadgen")]
-    name: String,
+    /// File name stem of the results (default: `loadgen`, with --churn `churn`).
+    #[arg(long)]
+    name: Option<String>,
     /// The bench-server binary (default: beside this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -78,10 +81,34 @@ struct Cli {
     /// in ms (the serving default).
     #[arg(long, default_value_t = ReloadConfig::default().settle_ms)]
     reload_settle_ms: u64,
+    /// Churn instead: ROUNDS rounds of NODES new node ids each connect, get configured and
+    /// leave, while --live-nodes stay connected; their input change is timed before the churn
+    /// and after the grace period. Runs ours (as `serve` builds it: mesh.wasm, a group per node)
+    /// and the seed with a push path; the seed as published never pushes and is skipped.
+    #[arg(long, value_name = "ROUNDS:NODES", value_parser = parse_churn)]
+    churn: Option<(usize, usize)>,
+    /// With --churn: nodes connected throughout, whose input change is timed.
+    #[arg(long, default_value_t = 100)]
+    live_nodes: usize,
+    /// With --churn: how long our server keeps a group after its last stream, in ms (the
+    /// serving default is five minutes; short here so that the run is).
+    #[arg(long, default_value_t = 2_000)]
+    grace_ms: u64,
     /// Fail unless every node was configured and every change reached every node of the
-    /// servers that push (the smoke test).
+    /// servers that push (the smoke test); with --churn, also unless our server's groups came
+    /// back to their baseline.
     #[arg(long)]
     check: bool,
+}
+
+fn parse_churn(text: &str) -> Result<(usize, usize), String> {
+    let parse = |s: &str| s.trim().parse::<usize>().ok().filter(|n| *n > 0);
+    match text.split_once(':').map(|(r, n)| (parse(r), parse(n))) {
+        Some((Some(rounds), Some(nodes))) => Ok((rounds, nodes)),
+        _ => Err(format!(
+            "{text:?}: expected ROUNDS:NODES, two positive numbers (e.g. 5:2000)"
+        )),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +121,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
+    if let Some((rounds, nodes)) = cli.churn {
+        return run_churn(cli, rounds, nodes, fd_limit).await;
+    }
     let started = Instant::now();
     let needed = cli.nodes.div_ceil(
         cli.streams_per_conn
@@ -212,12 +242,107 @@ async fn run_all(cli: Cli, fd_limit: u64) -> anyhow::Result<()> {
         wall_s: started.elapsed().as_secs_f64(),
     };
     let out = cli.out.clone().unwrap_or_else(results_dir);
-    for path in report::write(&out, &cli.name, &results, &ctx)? {
+    let name = cli.name.as_deref().unwrap_or("loadgen");
+    for path in report::write(&out, name, &results, &ctx)? {
         eprintln!("wrote {}", path.display());
     }
     println!("{}", report::markdown(&results, &ctx));
     if cli.check {
         check(&results)?;
+    }
+    Ok(())
+}
+
+/// `--churn`: ours and the seed with a push path, once per protocol and streams-per-connection.
+async fn run_churn(cli: Cli, rounds: usize, nodes: usize, fd_limit: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let spc_min = cli
+        .streams_per_conn
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(1)
+        .max(1);
+    let needed = cli.live_nodes.div_ceil(spc_min) + nodes.div_ceil(spc_min);
+    if (needed as u64) + 64 > fd_limit {
+        anyhow::bail!("{needed} connections need more open files than the limit of {fd_limit}: raise `ulimit -n` or --streams-per-conn");
+    }
+    anyhow::ensure!(
+        !cli.static_resources && cli.reload.is_empty(),
+        "--churn runs our server as it ships (with the mesh plugin): no --static-resources or --reload"
+    );
+    let plugin = cli
+        .plugin
+        .clone()
+        .unwrap_or_else(|| plugin_dir().join("mesh.wasm"));
+    anyhow::ensure!(
+        plugin.exists(),
+        "{} is missing: run `make plugins`",
+        plugin.display()
+    );
+    if cli.implementations.contains(&Impl::Seed) {
+        eprintln!("--churn: the seed as published never pushes; skipped (seed-push runs)");
+    }
+    let implementations: Vec<Impl> = cli
+        .implementations
+        .iter()
+        .copied()
+        .filter(|i| *i != Impl::Seed)
+        .collect();
+    anyhow::ensure!(
+        !implementations.is_empty(),
+        "--churn runs ours and seed-push"
+    );
+    let server_bin = cli.server_bin.clone().unwrap_or_else(default_server_bin);
+    let mut results = Vec::new();
+    for &spc in &cli.streams_per_conn {
+        for &protocol in &cli.protocols {
+            for &implementation in &implementations {
+                let scenario = ChurnScenario {
+                    implementation,
+                    protocol,
+                    live_nodes: cli.live_nodes,
+                    rounds,
+                    nodes_per_round: nodes,
+                    streams_per_conn: spc.max(1),
+                    updates: cli.updates,
+                    services: cli.services,
+                    plugin: plugin.clone(),
+                    debounce_ms: cli.debounce_ms,
+                    grace_ms: cli.grace_ms,
+                    timeout: Duration::from_secs(cli.timeout_s),
+                };
+                let r = churn::run(&scenario, &server_bin).await.map_err(|e| {
+                    anyhow::anyhow!("churn {} {protocol:?}: {e:#}", implementation.name())
+                })?;
+                eprintln!(
+                    "[churn {} {protocol:?}] groups {:?} -> {:?} -> {:?}; change p99 {:.1} -> {:.1} ms",
+                    implementation.name(),
+                    r.groups_baseline.count,
+                    r.groups_peak,
+                    r.groups_after.count,
+                    r.before.all.p99_ms,
+                    r.after.all.p99_ms
+                );
+                results.push(r);
+            }
+        }
+    }
+    let ctx = Context {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        fd_limit,
+        loadgen_cpu_s: cpu_seconds(std::process::id()).unwrap_or(0.0),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    let out = cli.out.clone().unwrap_or_else(results_dir);
+    let name = cli.name.as_deref().unwrap_or("churn");
+    for path in report::churn::write(&out, name, &results, &ctx)? {
+        eprintln!("wrote {}", path.display());
+    }
+    println!("{}", report::churn::markdown(&results, &ctx));
+    if cli.check {
+        churn::check(&results)?;
     }
     Ok(())
 }

@@ -1,18 +1,19 @@
 //! The load generator: N simulated nodes on ADS against a server in another process; measures
 //! the time to configure all of them, the time from one input change to all of them having
-//! ACKed it, the server's memory per connected node, and CPU.
+//! ACKed it, the server's memory per connected node, and CPU. [`churn`] times the same change
+//! before and after rounds of short-lived nodes.
 
+pub mod churn;
 pub mod client;
 pub mod server;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
 use anyhow::Context as _;
 
@@ -20,6 +21,7 @@ use crate::servers::{Grouping, Impl};
 use crate::stats::Summary;
 use client::{Marker, NodeProgress, Protocol};
 use server::ServerProcess;
+use steps::{connect, ms, timed_change, wait, Epoch};
 
 /// One run: one server, one protocol, N nodes.
 #[derive(Debug, Clone)]
@@ -208,17 +210,17 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     let rss_idle = server.rss();
     let cpu0 = server.cpu();
 
-    let epoch = Instant::now();
+    let epoch = Epoch::now();
     let progress: Arc<Vec<NodeProgress>> =
         Arc::new((0..s.nodes).map(|_| NodeProgress::default()).collect());
     let channels = connect(server.addr, s.nodes.div_ceil(s.streams_per_conn.max(1))).await?;
-    let connect_ms = ms(epoch.elapsed());
+    let connect_ms = ms(epoch.at.elapsed());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..s.nodes {
         let channel = channels[i / s.streams_per_conn.max(1)].clone();
         let (progress, protocol) = (Arc::clone(&progress), s.protocol);
         tasks.spawn(async move {
-            let _ = client::run_node(channel, i, protocol, marker, epoch, &progress[i]).await;
+            let _ = client::run_node(channel, i, protocol, marker, epoch.at, &progress[i]).await;
         });
     }
     wait(&label, "configured", s.timeout, &progress, |p| {
@@ -252,41 +254,20 @@ pub async fn run(s: &Scenario, server_bin: &Path) -> anyhow::Result<RunResult> {
     let mut updates = Vec::new();
     let mut update_samples = Vec::new();
     for k in 1..=s.updates {
-        let cpu_before = server.cpu();
-        let own_before = own_cpu();
-        let t0 = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        match &watched {
-            None => {
-                server.send(&format!("update {k}")).await?;
-                server.updated().await?;
-            }
-            // Written in place, as `cp` does: the server's settle window must see it whole.
-            Some((file, versions)) => {
-                let version = &versions[k as usize % versions.len()];
-                std::fs::copy(version, file)
-                    .with_context(|| format!("{} -> {}", version.display(), file.display()))?;
-            }
-        }
-        let want = k + 1;
-        wait(
+        let plugin_file = watched
+            .as_ref()
+            .map(|(file, versions)| (file.as_path(), versions.as_slice()));
+        let (update, samples) = timed_change(
+            &mut server,
             &label,
-            &format!("update {k} ACKed"),
-            s.update_timeout,
+            k,
+            plugin_file,
             &progress,
-            |p| p.marker_versions.load(Ordering::Relaxed) >= want,
+            epoch,
+            s.update_timeout,
         )
-        .await;
-        let samples: Vec<f64> = progress
-            .iter()
-            .filter(|p| p.marker_versions.load(Ordering::Relaxed) >= want)
-            .map(|p| p.marker_ack_ns.load(Ordering::Relaxed).saturating_sub(t0) as f64 / 1e6)
-            .collect();
-        updates.push(Update {
-            acked: samples.len(),
-            per_node: Summary::of(&samples),
-            server_cpu_s: server.cpu() - cpu_before,
-            loadgen_cpu_s: own_cpu() - own_before,
-        });
+        .await?;
+        updates.push(update);
         update_samples.extend(samples);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -357,74 +338,4 @@ fn update_path(s: &Scenario) -> &'static str {
             "set_snapshot per node -> cache watch -> the seed's handler re-run (added push path)"
         }
     }
-}
-
-/// Opens `n` HTTP/2 connections, 64 at a time. Each counts as open once the server answered
-/// a gRPC health check on it: a TCP connect alone completes in the kernel's accept queue, and
-/// racing ahead of the server's accept loop overflows it (the dropped handshakes then wait for
-/// a one-second SYN retransmit), which would measure the kernel rather than the server.
-async fn connect(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(30));
-    let open = |endpoint: Endpoint| async move {
-        let channel = endpoint.connect().await?;
-        HealthClient::new(channel.clone())
-            .check(HealthCheckRequest::default())
-            .await?;
-        anyhow::Ok(channel)
-    };
-    futures::stream::iter((0..n).map(|_| open(endpoint.clone())))
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// Waits until `done` holds for every node that has not failed, printing progress on stderr.
-async fn wait(
-    label: &str,
-    what: &str,
-    timeout: Duration,
-    progress: &[NodeProgress],
-    done: impl Fn(&NodeProgress) -> bool,
-) {
-    let started = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let (ok, failed) = progress.iter().fold((0, 0), |(ok, failed), p| {
-            if done(p) {
-                (ok + 1, failed)
-            } else if p.failed.load(Ordering::Relaxed) {
-                (ok, failed + 1)
-            } else {
-                (ok, failed)
-            }
-        });
-        let finished = ok + failed == progress.len();
-        if finished || started.elapsed() > timeout || last_print.elapsed() > Duration::from_secs(1)
-        {
-            eprintln!(
-                "[{label}] {what}: {ok}/{} ({failed} failed) after {:.1} s",
-                progress.len(),
-                started.elapsed().as_secs_f64()
-            );
-            last_print = Instant::now();
-        }
-        if finished || started.elapsed() > timeout {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn own_cpu() -> f64 {
-    crate::stats::cpu_seconds(std::process::id()).unwrap_or(0.0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

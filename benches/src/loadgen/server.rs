@@ -1,5 +1,5 @@
-//! The server under test as a child process: started, told to change its inputs, read from
-//! `/proc` for memory and CPU, and stopped.
+//! The server under test as a child process: started, told to change its inputs, asked how
+//! many node groups it holds, read from `/proc` for memory and CPU, and stopped.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
+use crate::servers::GroupCount;
 use crate::stats::{cpu_seconds, rss_bytes};
 
 /// A running `bench-server`.
@@ -68,12 +69,25 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// Waits for the server's answer to an `update`.
-    pub async fn updated(&mut self) -> anyhow::Result<()> {
+    /// Waits for the server's answer to an `update`: when its data path saw the change (Unix
+    /// time in ns), if that is later than the answer's request.
+    pub async fn updated(&mut self) -> anyhow::Result<Option<u64>> {
         match self.stdout.next_line().await? {
-            Some(l) if l.starts_with("updated") => Ok(()),
+            Some(l) if l.starts_with("updated") => {
+                Ok(l.split_whitespace().nth(2).and_then(|w| w.parse().ok()))
+            }
             other => anyhow::bail!("unexpected answer from the server: {other:?}"),
         }
+    }
+
+    /// How many node groups (or per-node snapshots) the server holds now, and how many it
+    /// has forgotten.
+    pub async fn groups(&mut self) -> anyhow::Result<GroupCount> {
+        self.send("groups").await?;
+        let line = self.stdout.next_line().await?;
+        line.as_deref()
+            .and_then(GroupCount::parse)
+            .with_context(|| format!("unexpected answer to `groups`: {line:?}"))
     }
 
     /// Resident memory now, in bytes.

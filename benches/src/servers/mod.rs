@@ -1,7 +1,10 @@
 //! The server under load, in its own process so that its memory and CPU can be read from
 //! `/proc`: ours, the seed as published, or the seed with a push path. It is driven by lines
-//! on stdin (`update N`, `quit`) and answers on stdout (`ready ADDR SETUP_BYTES`, `updated N`).
+//! on stdin (`update N`, `groups`, `quit`) and answers on stdout (`ready ADDR SETUP_BYTES`,
+//! `updated N [SEEN_UNIX_NS]`, `groups COUNT EVICTED CACHE_ENTRIES NODE_RECORDS`, `-` for what
+//! it cannot tell).
 
+mod app;
 mod ours;
 mod seed;
 
@@ -9,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nebucloud_xds::config::ReloadConfig;
+use nebucloud_xds::config::{PipelineConfig, ReloadConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Which implementation serves.
@@ -71,6 +74,14 @@ pub struct ServerArgs {
     /// serving default).
     #[arg(long, default_value_t = ReloadConfig::default().settle_ms)]
     pub reload_settle_ms: u64,
+    /// Ours with a plugin: built as `serve` builds it (`nebucloud_xds::app::App`) from a
+    /// generated config file and inputs directory; an input change rewrites that directory.
+    #[arg(long)]
+    pub app: bool,
+    /// With --app: how long a node group outlives its last stream, in ms (the serving
+    /// default: five minutes).
+    #[arg(long, default_value_t = PipelineConfig::default().group_grace_ms)]
+    pub grace_ms: u64,
 }
 
 /// How our server groups nodes: one computation per group.
@@ -86,14 +97,70 @@ pub enum Grouping {
 
 /// One input change, applied by each implementation its own way.
 trait Updater: Send {
-    /// Makes revision `revision` of the services the current configuration.
-    fn update(&mut self, revision: u32) -> anyhow::Result<()>;
+    /// Makes revision `revision` of the services the current configuration. Returns when the
+    /// server's data path saw the change (Unix time in ns), where that differs from the call:
+    /// ours built by `App` reads its inputs directory on a timer.
+    fn update(&mut self, revision: u32) -> anyhow::Result<Option<u64>>;
+
+    /// The per-node state the server holds: how many groups (ours) or snapshots (the seed),
+    /// and how many it has forgotten, if it can tell.
+    fn groups(&self) -> GroupCount {
+        GroupCount::default()
+    }
+}
+
+/// What a server holds per node group, as its `groups` answer reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupCount {
+    /// Groups (ours) or per-node snapshots (the seed) held now.
+    pub count: Option<usize>,
+    /// Groups forgotten since start.
+    pub evicted: Option<u64>,
+    /// Ours: groups with a slot in the cache.
+    pub cache_entries: Option<usize>,
+    /// Ours: nodes with a record (a stream open).
+    pub node_records: Option<usize>,
+}
+
+impl GroupCount {
+    /// The `groups COUNT EVICTED CACHE_ENTRIES NODE_RECORDS` answer line.
+    pub fn line(self) -> String {
+        let word = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let size = |v: Option<usize>| word(v.map(|v| v as u64));
+        format!(
+            "groups {} {} {} {}",
+            size(self.count),
+            word(self.evicted),
+            size(self.cache_entries),
+            size(self.node_records)
+        )
+    }
+
+    /// Parses a `groups …` line; a missing or `-` word is `None`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("groups") {
+            return None;
+        }
+        let mut next = || words.next().and_then(|w| w.parse::<u64>().ok());
+        let size = |v: Option<u64>| v.and_then(|v| usize::try_from(v).ok());
+        Some(GroupCount {
+            count: size(next()),
+            evicted: next(),
+            cache_entries: size(next()),
+            node_records: size(next()),
+        })
+    }
 }
 
 /// Runs the server until `quit` or the end of stdin.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let before = crate::stats::rss_bytes(std::process::id()).unwrap_or(0);
     let (addr, mut updater): (SocketAddr, Box<dyn Updater>) = match args.implementation {
+        Impl::Ours if args.app => {
+            let (addr, u) = app::start(&args).await?;
+            (addr, Box::new(u))
+        }
         Impl::Ours => {
             let (addr, u) = ours::start(&args).await?;
             (addr, Box::new(u))
@@ -116,10 +183,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let mut words = line.split_whitespace();
         match (words.next(), words.next().map(str::parse::<u32>)) {
-            (Some("update"), Some(Ok(revision))) => {
-                updater.update(revision)?;
-                println!("updated {revision}");
-            }
+            (Some("update"), Some(Ok(revision))) => match updater.update(revision)? {
+                Some(seen) => println!("updated {revision} {seen}"),
+                None => println!("updated {revision}"),
+            },
+            (Some("groups"), None) => println!("{}", updater.groups().line()),
             (Some("quit"), _) => break,
             _ => eprintln!("bench-server: unknown command {line:?}"),
         }

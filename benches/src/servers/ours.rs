@@ -17,7 +17,7 @@ use nebucloud_xds::plugins::{
 use nebucloud_xds::xds::{ByCluster, ByIdentity, NodeObserver};
 use nebucloud_xds::{Cache, XdsServer};
 
-use super::{Grouping, ServerArgs, Updater};
+use super::{GroupCount, Grouping, ServerArgs, Updater};
 use crate::fixtures::{envoy_node, mesh_set, service_json, services, CLUSTER};
 
 /// Applies input changes to our server.
@@ -33,7 +33,7 @@ pub(super) enum OursUpdater {
 }
 
 impl Updater for OursUpdater {
-    fn update(&mut self, revision: u32) -> anyhow::Result<()> {
+    fn update(&mut self, revision: u32) -> anyhow::Result<Option<u64>> {
         match self {
             OursUpdater::Pipeline {
                 store,
@@ -47,7 +47,18 @@ impl Updater for OursUpdater {
                 cache.set_shared(CLUSTER, mesh_set(*services, revision)?);
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    fn groups(&self) -> GroupCount {
+        match self {
+            OursUpdater::Pipeline { pipeline, .. } => GroupCount {
+                count: Some(pipeline.group_count()),
+                evicted: Some(pipeline.evicted_groups()),
+                ..GroupCount::default()
+            },
+            OursUpdater::Static { .. } => GroupCount::default(),
+        }
     }
 }
 

@@ -9,19 +9,21 @@
 //! node; when the watch fires, the stream re-runs the seed's own handler for every type it
 //! subscribed to, as if the client had re-sent its last request, and sends what the handler
 //! returns. Everything else (versions, nonces, encoding, delta bookkeeping) is the seed's code.
+//! A node the cache has no snapshot for is given the current one when it connects, as an
+//! application over the seed would (the churn benchmark's new nodes); nothing is ever removed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use seed_tonic::{Request, Response, Status, Streaming};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::{free_port, ServerArgs, Updater};
+use super::{free_port, GroupCount, ServerArgs, Updater};
 use crate::fixtures::{mesh_resources, seed_snapshot, services};
-use crate::seed::cache::{Cache as _, ShardedCache};
+use crate::seed::cache::{Cache as _, ShardedCache, Snapshot};
 use crate::seed::core::{NodeHash, ResourceRegistry, TypeUrl};
 use crate::seed::server::services::ads::{
     AdsService, AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -32,40 +34,76 @@ use crate::seed::server::{ServerConfig, StreamContext};
 use crate::seed::types::envoy::service::discovery::v3::Resource as DeltaResource;
 use crate::seed::types::google::protobuf::Any;
 
+/// The seed's cache and the current snapshot: what an application over the seed keeps, since
+/// its cache is keyed by node id and a change must be set for every node.
+struct SeedNodes {
+    cache: Arc<ShardedCache>,
+    /// Held while a change is set for every node, so that a node admitted meanwhile gets the
+    /// new snapshot or is included in the change.
+    current: Mutex<Snapshot>,
+}
+
+impl SeedNodes {
+    /// Sets `snapshot` for every node the cache holds.
+    fn set_all(&self, snapshot: Snapshot) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        for node in self.cache.nodes() {
+            self.cache.set_snapshot(node, snapshot.clone());
+        }
+        *current = snapshot;
+    }
+
+    /// Gives a node the cache has never seen the current snapshot.
+    fn admit(&self, node: NodeHash) {
+        if self.cache.has_snapshot(node) {
+            return;
+        }
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.cache.has_snapshot(node) {
+            self.cache.set_snapshot(node, current.clone());
+        }
+    }
+}
+
 /// Sets a new snapshot for every node, as the seed's API asks: its cache is keyed by node id.
 pub(super) struct SeedUpdater {
-    cache: Arc<ShardedCache>,
-    nodes: Vec<NodeHash>,
+    nodes: Arc<SeedNodes>,
     services: usize,
     /// Keeps the server running until the process ends (dropping it stops the seed's server).
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Updater for SeedUpdater {
-    fn update(&mut self, revision: u32) -> anyhow::Result<()> {
+    fn update(&mut self, revision: u32) -> anyhow::Result<Option<u64>> {
         let resources = mesh_resources(&services(self.services, revision))?;
-        let snapshot = seed_snapshot(&resources, &format!("v{revision}"));
-        for node in &self.nodes {
-            self.cache.set_snapshot(*node, snapshot.clone());
+        self.nodes
+            .set_all(seed_snapshot(&resources, &format!("v{revision}")));
+        Ok(None)
+    }
+
+    fn groups(&self) -> GroupCount {
+        GroupCount {
+            count: Some(self.nodes.cache.snapshot_count()),
+            ..GroupCount::default()
         }
-        Ok(())
     }
 }
 
 /// The seed's cache with the revision-0 snapshot set for nodes `node-0` … `node-{n-1}`.
 fn seeded_cache(args: &ServerArgs) -> anyhow::Result<SeedUpdater> {
     let cache = Arc::new(ShardedCache::with_capacity(args.nodes));
-    let nodes: Vec<NodeHash> = (0..args.nodes)
-        .map(|i| NodeHash::from_id(&format!("node-{i}")))
-        .collect();
-    let mut updater = SeedUpdater {
-        cache,
-        nodes,
+    let snapshot = seed_snapshot(&mesh_resources(&services(args.services, 0))?, "v0");
+    for i in 0..args.nodes {
+        cache.set_snapshot(NodeHash::from_id(&format!("node-{i}")), snapshot.clone());
+    }
+    Ok(SeedUpdater {
+        nodes: Arc::new(SeedNodes {
+            cache,
+            current: Mutex::new(snapshot),
+        }),
         services: args.services,
         stop: None,
-    };
-    updater.update(0)?;
-    Ok(updater)
+    })
 }
 
 /// Starts the seed's server as published. Its default limit of 100 concurrent requests per
@@ -74,7 +112,7 @@ fn seeded_cache(args: &ServerArgs) -> anyhow::Result<SeedUpdater> {
 pub(super) async fn start_as_is(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
     let mut updater = seeded_cache(args)?;
     let server = crate::seed::server::XdsServer::builder()
-        .cache(Arc::clone(&updater.cache))
+        .cache(Arc::clone(&updater.nodes.cache))
         .enable_sotw()
         .enable_delta()
         .max_concurrent_streams(1_000)
@@ -96,6 +134,7 @@ pub(super) async fn start_as_is(args: &ServerArgs) -> anyhow::Result<(SocketAddr
 struct PushAds {
     sotw: AdsService,
     state: ServiceState,
+    nodes: Arc<SeedNodes>,
 }
 
 type Out<T> = ReceiverStream<Result<T, Status>>;
@@ -122,7 +161,7 @@ impl AggregatedDiscoveryService for PushAds {
                 let replies = tokio::select! {
                     req = incoming.next() => {
                         let Some(Ok(req)) = req else { break };
-                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this.state) else {
+                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this) else {
                             continue;
                         };
                         let entry = subscribed.entry(req.type_url.clone()).or_default();
@@ -180,7 +219,7 @@ impl AggregatedDiscoveryService for PushAds {
                 let replies = tokio::select! {
                     req = incoming.next() => {
                         let Some(Ok(req)) = req else { break };
-                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this.state) else {
+                        let Some(hash) = node.learn(req.node.as_ref().map(|n| n.id.as_str()), &this) else {
                             continue;
                         };
                         let state = states.entry(req.type_url.clone()).or_default();
@@ -264,13 +303,14 @@ impl StreamNode {
         }
     }
 
-    /// The node's hash once known; the first request naming a node (`id`) makes it known and
-    /// opens its watch.
-    fn learn(&mut self, id: Option<&str>, state: &ServiceState) -> Option<NodeHash> {
+    /// The node's hash once known; the first request naming a node (`id`) makes it known,
+    /// gives it a snapshot if it has none, and opens its watch.
+    fn learn(&mut self, id: Option<&str>, ads: &PushAds) -> Option<NodeHash> {
         if let (None, Some(id)) = (self.hash, id) {
             let hash = NodeHash::from_id(id);
             self.ctx.set_node(id.to_owned(), hash);
-            self.watch = Some(state.cache.create_watch(hash));
+            ads.nodes.admit(hash);
+            self.watch = Some(ads.state.cache.create_watch(hash));
             self.hash = Some(hash);
         }
         self.hash
@@ -291,13 +331,11 @@ async fn next_snapshot(
 pub(super) async fn start_push(args: &ServerArgs) -> anyhow::Result<(SocketAddr, SeedUpdater)> {
     let updater = seeded_cache(args)?;
     let registry = Arc::new(ResourceRegistry::new());
+    let cache = &updater.nodes.cache;
     let ads = PushAds {
-        sotw: AdsService::new(Arc::clone(&updater.cache), Arc::clone(&registry)),
-        state: ServiceState::new(
-            Arc::clone(&updater.cache),
-            registry,
-            ServerConfig::default(),
-        ),
+        sotw: AdsService::new(Arc::clone(cache), Arc::clone(&registry)),
+        state: ServiceState::new(Arc::clone(cache), registry, ServerConfig::default()),
+        nodes: Arc::clone(&updater.nodes),
     };
     let addr = free_port()?;
     tokio::spawn(async move {
