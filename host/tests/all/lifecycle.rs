@@ -209,7 +209,10 @@ async fn churned_nodes_are_forgotten_after_the_grace_period_and_a_live_node_keep
         .inputs_changed(vec![("Service".into(), "a".into())]);
     let r = live.recv().await;
     assert_eq!(r.type_url, T_ENDPOINT, "the endpoint moved, nothing else");
-    assert_ne!(r.version_info, endpoints.version_info, "a new version was pushed");
+    assert_ne!(
+        r.version_info, endpoints.version_info,
+        "a new version was pushed"
+    );
 }
 
 #[tokio::test]

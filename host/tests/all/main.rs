@@ -12,12 +12,12 @@
 mod admin;
 mod admin_security;
 mod cli;
+mod connections;
 mod csds_access;
 mod embedder;
-mod connections;
+mod hostile;
 mod inputs_conflicts;
 mod inputs_etcd;
-mod hostile;
 mod inputs_kubernetes;
 mod lifecycle;
 mod pipeline_inputs;
