@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use nebucloud_xds::app::{load_chain, load_inputs, load_inputs_with, App};
-use nebucloud_xds::cache::load_resource_dir;
+use nebucloud_xds::app::{load_chain, load_inputs, load_inputs_with, load_resource_dir, App};
 use nebucloud_xds::config::Config;
 use nebucloud_xds::plugins::{
     bench_plugin, BenchOptions, EngineOptions, Plugin, PluginEngine, PluginLimits,

@@ -2,13 +2,11 @@
 //! published to streams through watch channels.
 
 mod consistency;
-mod files;
 mod resource;
 mod set;
 mod store;
 
 pub use consistency::{ConsistencyError, Inconsistency};
-pub use files::{load_resource_dir, ResourceFileError};
 pub(crate) use resource::combined_version;
 pub use resource::Resource;
 pub(crate) use set::is_valid_type_url;

@@ -5,7 +5,7 @@
 
 mod documents;
 mod etcd;
-mod files;
+pub(crate) mod files;
 mod health;
 mod kubernetes;
 mod limits;
@@ -15,7 +15,9 @@ pub use documents::{parse_documents, DocumentFileError};
 pub use etcd::{EtcdSource, EtcdUnavailable};
 pub use files::{watch_dir, DirSource};
 pub use health::{SourceHealth, SourceStatus};
-pub use kubernetes::{KubernetesConnectError, KubernetesSource};
+pub use kubernetes::{
+    CustomResourceKind, KubernetesConfig, KubernetesConnectError, KubernetesSource,
+};
 pub use limits::{
     InputLimits, DEFAULT_MAX_DOCUMENTS, DEFAULT_MAX_FILES, DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_VALUE_BYTES, DEFAULT_SETTLE,

@@ -282,7 +282,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::KubernetesConfig;
+    use crate::inputs::KubernetesConfig;
     use crate::plugins::InputView;
 
     const SERVICES: usize = 0;

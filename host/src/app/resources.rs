@@ -1,12 +1,13 @@
-//! Resources read from a directory of YAML/JSON files: one sub-directory per node group,
-//! each file one resource or a list of them, in Envoy's JSON form with `@type`.
+//! Static resources read from a directory of YAML/JSON files (`serve --resources`): one
+//! sub-directory per node group, each file one resource or a list of them, in Envoy's JSON
+//! form with `@type`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::schema::Schema;
 
-use super::{Resource, ResourceSet};
+use crate::cache::{Resource, ResourceSet};
 
 /// A file that could not become resources: which file, and why (with the line for YAML
 /// syntax errors).
