@@ -14,7 +14,7 @@ use nebucloud_xds::plugins::{
     watch_plugin_files, Document, EngineOptions, InputView, Plugin, PluginChain, PluginEngine,
     PluginLimits, PluginSlots, SlotSpec,
 };
-use nebucloud_xds::xds::{ByCluster, ByIdentity, NodeObserver};
+use nebucloud_xds::xds::{ByCluster, ByIdentity};
 use nebucloud_xds::{Cache, XdsServer};
 
 use super::{GroupCount, Grouping, ServerArgs, Updater};
@@ -111,7 +111,7 @@ pub(super) async fn start(args: &ServerArgs) -> anyhow::Result<(SocketAddr, Ours
             let builder = match args.grouping {
                 Grouping::Cluster => {
                     // Computed before any client comes, so that the memory baseline includes it.
-                    pipeline.node_connected(CLUSTER, &envoy_node(0));
+                    pipeline.stream_opened(CLUSTER, &envoy_node(0))?;
                     wait_for_group(&cache).await?;
                     XdsServer::builder(cache.clone()).grouping(ByCluster)
                 }

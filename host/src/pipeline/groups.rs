@@ -21,6 +21,11 @@ pub(crate) struct GroupRecord {
     pub(crate) streams: usize,
     /// Since when the group has had no stream; `None` while one is open.
     pub(crate) idle_since: Option<Instant>,
+    /// Bumped whenever `node` is replaced: a run started for an earlier node is not published.
+    pub(crate) epoch: u64,
+    /// Transient failures in a row (deadline, no instance, inputs unreadable): each is retried
+    /// after a backoff that grows with this count; a success resets it.
+    pub(crate) transient_failures: u32,
     pub(crate) runs: u64,
     pub(crate) failures: u64,
     pub(crate) last_error: Option<PluginRunError>,
@@ -34,6 +39,8 @@ impl GroupRecord {
             reads: None,
             streams: 0,
             idle_since: None,
+            epoch: 0,
+            transient_failures: 0,
             runs: 0,
             failures: 0,
             last_error: None,

@@ -10,16 +10,35 @@ use dashmap::mapref::entry::Entry;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 use super::groups::GroupRecord;
+
+/// A new node group was refused: the pipeline holds its limit of groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this server holds its limit of {max} node groups (pipeline.max_groups); a new group is \
+     admitted when another is forgotten, a grace period after its last stream"
+)]
+pub struct TooManyGroups {
+    /// The limit.
+    pub max: usize,
+}
 use super::scheduler::{Event, Inner, Pipeline};
 
 impl Pipeline {
-    /// A node of `group` opened a stream: counts the stream. A new group is computed at once; so is a group whose node comes
-    /// back under the same id with anything else changed (metadata, locality, …): it is served
-    /// from what it sends now, never from an earlier claimant's node. A known group is not
-    /// recomputed (a failed one runs again only when an input it read changes).
-    pub fn stream_opened(&self, group: &str, node: &Node) {
+    /// A node of `group` opened a stream: counts the stream. A new group is computed at once;
+    /// so is a group whose node comes back under the same id with anything else changed
+    /// (metadata, locality, …): it is served from what it sends now, never from an earlier
+    /// claimant's node. A known group is not recomputed (a failed one runs again when an input
+    /// it read changes, or after a backoff if the failure was transient). A new group past
+    /// [`PipelineOptions::max_groups`](super::PipelineOptions::max_groups) is refused.
+    pub fn stream_opened(&self, group: &str, node: &Node) -> Result<(), TooManyGroups> {
         let inner = &self.inner;
+        let max = inner.options.max_groups;
+        let at_limit = inner.groups.len() >= max;
         let demand = match inner.groups.entry(group.to_owned()) {
+            Entry::Vacant(_) if at_limit => {
+                metrics::counter!("pipeline_groups_refused_total").increment(1);
+                return Err(TooManyGroups { max });
+            }
             Entry::Vacant(v) => {
                 let mut record = GroupRecord::new(node.clone());
                 record.streams = 1;
@@ -31,8 +50,11 @@ impl Pipeline {
                 record.streams += 1;
                 record.idle_since = None;
                 if record.node.id == node.id && record.node != *node {
-                    // What was computed for the earlier node is not this one's config.
+                    // What was computed for the earlier node is not this one's config: its
+                    // result is withdrawn, and runs started for it are not published.
                     record.node = node.clone();
+                    record.epoch += 1;
+                    inner.generation.fetch_add(1, Ordering::SeqCst);
                     inner.cache.clear(group);
                     true
                 } else {
@@ -44,6 +66,7 @@ impl Pipeline {
         if demand {
             let _ = inner.events.send(Event::Demand(group.to_owned()));
         }
+        Ok(())
     }
 
     /// A stream of `group` closed: starts the group's grace period when it was the last;

@@ -8,4 +8,7 @@ mod lifecycle;
 mod scheduler;
 
 pub use groups::GroupStatus;
-pub use scheduler::{CanaryTarget, Pipeline, PipelineOptions, DEFAULT_GROUP_GRACE};
+pub use lifecycle::TooManyGroups;
+pub use scheduler::{
+    CanaryTarget, Pipeline, PipelineOptions, DEFAULT_GROUP_GRACE, DEFAULT_MAX_GROUPS,
+};

@@ -31,7 +31,14 @@ pub struct PipelineOptions {
     /// record, its cache entry and its results are forgotten, and a node that comes back is
     /// computed afresh. Zero forgets a group as its last stream closes.
     pub group_grace: Duration,
+    /// The most node groups held at once; a stream or fetch that would make another is
+    /// refused (`RESOURCE_EXHAUSTED`) until one is forgotten.
+    pub max_groups: usize,
 }
+
+/// The default [`PipelineOptions::max_groups`]: five times the 10,000 nodes one server on 2
+/// cores is measured with, each its own group (the quickstart's grouping).
+pub const DEFAULT_MAX_GROUPS: usize = 50_000;
 
 /// The default [`PipelineOptions::group_grace`]: long enough to ride out a proxy's reconnect
 /// or a rolling restart of the control plane, short enough that pod churn does not pile up.
@@ -44,6 +51,7 @@ impl Default for PipelineOptions {
             max_delay: Duration::from_secs(1),
             parallelism: std::thread::available_parallelism().map_or(2, usize::from),
             group_grace: DEFAULT_GROUP_GRACE,
+            max_groups: DEFAULT_MAX_GROUPS,
         }
     }
 }
@@ -84,8 +92,9 @@ pub(super) struct Inner {
     /// Groups forgotten after their grace period, since start.
     pub(super) evicted: AtomicU64,
     batches: watch::Sender<u64>,
-    /// Counts `inputs_changed` calls: results computed while it stayed put are current.
-    generation: AtomicU64,
+    /// Counts input changes and node changes (a group whose node was replaced): results
+    /// computed while it stayed put are current.
+    pub(super) generation: AtomicU64,
 }
 
 /// Keeps every node group's resources up to date with the inputs and the plugin chain.
@@ -134,7 +143,7 @@ impl Pipeline {
         let _ = self.inner.events.send(Event::Changed(keys));
     }
 
-    /// How many input changes were announced so far. Results computed from the inputs while
+    /// How many input changes (and node changes) were announced so far. Results computed while
     /// this stayed the same are current (see [`Pipeline::install_chain`]).
     pub fn input_generation(&self) -> u64 {
         self.inner.generation.load(Ordering::SeqCst)
@@ -288,7 +297,7 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         let started = std::time::Instant::now();
         for (group, result) in precomputed {
             if groups.remove(&group) {
-                record(&inner, &group, Ok(result), None);
+                record(&inner, &group, None, Ok(result), None);
             }
         }
         futures::stream::iter(groups)
@@ -303,7 +312,7 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
 
 /// Runs the chain for one group and publishes the result; a failure keeps what the cache has.
 async fn compute(inner: Arc<Inner>, group: String) {
-    let Some(node) = inner.groups.get(&group).map(|r| r.node.clone()) else {
+    let Some((node, epoch)) = inner.groups.get(&group).map(|r| (r.node.clone(), r.epoch)) else {
         return;
     };
     let chain = inner.chain.load_full();
@@ -315,38 +324,63 @@ async fn compute(inner: Arc<Inner>, group: String) {
     })
     .await;
     match run {
-        Ok((result, reads)) => record(&inner, &group, Ok(result), Some(reads)),
-        Err(join) => record(&inner, &group, Err(join), None),
+        Ok((result, reads)) => record(&inner, &group, Some(epoch), Ok(result), Some(reads)),
+        Err(join) => record(&inner, &group, Some(epoch), Err(join), None),
     }
 }
 
-/// Records one run of the chain for `group` and publishes its resources if it succeeded. A
-/// failed run records what it read before failing (`reads`, when known), so that only a
-/// change of those runs it again. A group forgotten meanwhile is not brought back.
+/// How long the `n`th transient failure in a row waits before its retry: 200 ms doubling, at
+/// most 30 s.
+fn retry_delay(n: u32) -> Duration {
+    let exp = n.saturating_sub(1).min(8);
+    (Duration::from_millis(200) * (1u32 << exp)).min(Duration::from_secs(30))
+}
+
+/// Records one run of the chain for `group` and publishes its resources if it succeeded.
+///
+/// - A run started for an earlier node of the group (`epoch` no longer the record's) is
+///   dropped: the group's node changed, and its own run follows.
+/// - A failed run keeps the group's last good resources. A deterministic failure depends on
+///   what the run read before failing, added to what earlier runs read (the dependencies
+///   never shrink on a failure), so a change of those reruns it. A transient one (a deadline
+///   hit under load, no instance, unreadable inputs, a task that died) depends on everything
+///   and is retried after a backoff while the group has streams.
+/// - The record stays locked until the cache has the result, so a group forgotten meanwhile
+///   is not brought back and an eviction cannot slip between the two.
 fn record(
     inner: &Inner,
     group: &str,
+    epoch: Option<u64>,
     result: Result<Result<ChainOutput, PluginRunError>, tokio::task::JoinError>,
     reads: Option<Reads>,
 ) {
     let Some(mut record) = inner.groups.get_mut(group) else {
         return;
     };
+    if epoch.is_some_and(|e| e != record.epoch) {
+        return;
+    }
     record.runs += 1;
-    match result {
+    let transient = match result {
         Ok(Ok(out)) => {
             record.reads = Some(out.reads);
             record.last_error = None;
             record.last_success = Some(SystemTime::now());
-            drop(record);
+            record.transient_failures = 0;
             if inner.cache.set(group, out.resources) {
                 metrics::counter!("pipeline_publishes_total").increment(1);
             }
+            false
         }
         Ok(Err(error)) => {
             record.failures += 1;
-            if let Some(reads) = reads {
-                record.reads = Some(reads);
+            let transient = error.fault.is_transient();
+            if transient {
+                record.reads = None;
+            } else if let Some(reads) = reads {
+                let mut all = record.reads.take().unwrap_or_default();
+                all.extend(reads);
+                record.reads = Some(all);
             }
             if record.last_success.is_some() {
                 tracing::warn!(%group, %error, "group keeps its last good resources");
@@ -354,10 +388,37 @@ fn record(
                 tracing::warn!(%group, %error, "group has no good resources yet");
             }
             record.last_error = Some(error);
+            transient
         }
         Err(join) => {
             record.failures += 1;
+            record.reads = None;
             tracing::error!(%group, error = %join, "plugin chain task failed");
+            true
         }
+    };
+    if transient && record.streams > 0 {
+        record.transient_failures = record.transient_failures.saturating_add(1);
+        let delay = retry_delay(record.transient_failures);
+        let (events, group) = (inner.events.clone(), group.to_owned());
+        metrics::counter!("pipeline_retries_total").increment(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Demand(group));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_back_off_from_200_ms_to_30_s() {
+        assert_eq!(retry_delay(1), Duration::from_millis(200));
+        assert_eq!(retry_delay(2), Duration::from_millis(400));
+        assert_eq!(retry_delay(8), Duration::from_millis(25_600));
+        assert_eq!(retry_delay(9), Duration::from_secs(30));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
     }
 }

@@ -21,8 +21,10 @@ where
 /// Told when a node opens and closes a stream, so that its group can be computed when it is
 /// needed and forgotten when it is not. The plugin pipeline is one.
 pub trait NodeObserver: Send + Sync + 'static {
-    /// A node of `group` opened a stream. Must not block.
-    fn node_connected(&self, group: &str, node: &Node);
+    /// A node of `group` opened a stream. Must not block. An error refuses the stream with
+    /// that status (e.g. `RESOURCE_EXHAUSTED` when no more groups may be held); then
+    /// [`NodeObserver::node_disconnected`] is not called for it.
+    fn node_connected(&self, group: &str, node: &Node) -> Result<(), tonic::Status>;
 
     /// A stream announced by [`NodeObserver::node_connected`] closed. Must not block.
     fn node_disconnected(&self, group: &str) {
@@ -32,9 +34,10 @@ pub trait NodeObserver: Send + Sync + 'static {
     /// A node of `group` made a unary fetch: the group is needed, but no stream holds it. By
     /// default a stream that opens and closes at once, so the group lives for the observer's
     /// grace period and no longer.
-    fn node_fetched(&self, group: &str, node: &Node) {
-        self.node_connected(group, node);
+    fn node_fetched(&self, group: &str, node: &Node) -> Result<(), tonic::Status> {
+        self.node_connected(group, node)?;
         self.node_disconnected(group);
+        Ok(())
     }
 }
 

@@ -126,7 +126,7 @@ impl Door {
             callbacks.on_fetch_request(&caller.fetch(&req, &group, &type_url))?;
         }
         if let Some(observer) = &self.shared.observer {
-            observer.node_fetched(&group, node);
+            observer.node_fetched(&group, node)?;
         }
         let set = self.shared.cache.get(&group).ok_or_else(|| {
             Status::unavailable(format!(

@@ -128,7 +128,15 @@ where
             }
         };
         drop(caller);
-        let _observed = Observed::open(&shared, &group, &node);
+        let _observed = match Observed::open(&shared, &group, &node) {
+            Ok(observed) => observed,
+            Err(status) => {
+                metrics::counter!("xds_requests_refused_total", "code" => format!("{:?}", status.code())).increment(1);
+                tracing::info!(%group, code = ?status.code(), message = status.message(), "stream refused");
+                yield Err(status);
+                return;
+            }
+        };
         let mut record = shared.nodes.open(&node, &group);
         if let Some(h) = &hooks {
             record.report_nacks_to(id, Arc::clone(&h.callbacks));
@@ -257,13 +265,16 @@ struct Observed {
 }
 
 impl Observed {
-    fn open(shared: &Arc<Shared>, group: &str, node: &Node) -> Option<Self> {
-        let observer = shared.observer.as_ref()?;
-        observer.node_connected(group, node);
-        Some(Observed {
+    /// Announces the stream; the observer may refuse it.
+    fn open(shared: &Arc<Shared>, group: &str, node: &Node) -> Result<Option<Self>, Status> {
+        let Some(observer) = shared.observer.as_ref() else {
+            return Ok(None);
+        };
+        observer.node_connected(group, node)?;
+        Ok(Some(Observed {
             shared: Arc::clone(shared),
             group: group.to_owned(),
-        })
+        }))
     }
 }
 

@@ -74,6 +74,18 @@ struct Mesh {
 
 /// mesh.wasm behind a pipeline whose groups are forgotten `grace` after their last stream.
 async fn mesh(grace: Duration, grouping: impl NodeGrouping) -> Mesh {
+    mesh_with(
+        PipelineOptions {
+            debounce: Duration::from_millis(10),
+            group_grace: grace,
+            ..PipelineOptions::default()
+        },
+        grouping,
+    )
+    .await
+}
+
+async fn mesh_with(options: PipelineOptions, grouping: impl NodeGrouping) -> Mesh {
     let engine = engine();
     let plugin = load(&engine, "mesh", serde_json::json!({}));
     let specs = vec![SlotSpec {
@@ -87,11 +99,6 @@ async fn mesh(grace: Duration, grouping: impl NodeGrouping) -> Mesh {
     store.replace_source("a", service("a", 8001));
     store.replace_source("b", service("b", 8002));
     let cache = Cache::new();
-    let options = PipelineOptions {
-        debounce: Duration::from_millis(10),
-        group_grace: grace,
-        ..PipelineOptions::default()
-    };
     let pipeline = Pipeline::start(
         cache.clone(),
         PluginChain::new(vec![plugin]),
@@ -297,4 +304,136 @@ async fn a_node_that_comes_back_with_other_metadata_is_computed_from_what_it_sen
     // Another node of the group (by id, the same id) with yet other metadata.
     let mut third = Sotw::open(&mesh.server, reading("same-id", &["a", "b"])).await;
     configured(&mut third, &["a", "b"]).await;
+}
+
+#[tokio::test]
+async fn past_max_groups_a_new_group_is_refused_naming_the_limit_until_one_is_forgotten() {
+    let options = PipelineOptions {
+        debounce: Duration::from_millis(10),
+        group_grace: Duration::from_millis(100),
+        max_groups: 2,
+        ..PipelineOptions::default()
+    };
+    let mesh = mesh_with(options, ByIdentity).await;
+    let mut first = Sotw::open(&mesh.server, reading("first", &["a"])).await;
+    configured(&mut first, &["a"]).await;
+    let mut second = Sotw::open(&mesh.server, reading("second", &["a"])).await;
+    configured(&mut second, &["a"]).await;
+    // A third identity: refused, by stream and by fetch; the first two are served meanwhile.
+    let mut third = Sotw::open(&mesh.server, reading("third", &["a"])).await;
+    third.request(T_CLUSTER, &[], "", "").await;
+    let status = third.status().await;
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("pipeline.max_groups"),
+        "{}",
+        status.message()
+    );
+    let mut cds = ClusterDiscoveryServiceClient::new(mesh.server.channel().await);
+    let fetch = DiscoveryRequest {
+        node: Some(reading("fourth", &["a"])),
+        ..DiscoveryRequest::default()
+    };
+    let status = cds.fetch_clusters(fetch).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(mesh.pipeline.group_count(), 2);
+    // One leaves; after its grace the third is admitted.
+    drop(second);
+    wait_until(WAIT, POLL, async || {
+        Ok((mesh.pipeline.group_count() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    let mut third = Sotw::open(&mesh.server, reading("third", &["a"])).await;
+    configured(&mut third, &["a"]).await;
+    first.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn a_transiently_failing_group_is_retried_with_backoff_while_it_has_streams() {
+    let engine = engine();
+    let wasm = std::fs::read(plugin_wasm("bad_endless_loop")).unwrap();
+    let limits = PluginLimits {
+        deadline_ms: 20,
+        ..PluginLimits::default()
+    };
+    let looping = Arc::new(
+        nebucloud_xds::plugins::Plugin::load(
+            &engine,
+            "looping",
+            &wasm,
+            &serde_json::json!({}),
+            limits,
+        )
+        .unwrap(),
+    );
+    let cache = Cache::new();
+    let store = Arc::new(InputStore::new());
+    let pipeline = Pipeline::start(
+        cache.clone(),
+        PluginChain::new(vec![looping]),
+        Arc::clone(&store) as Arc<dyn InputView>,
+        PipelineOptions::default(),
+    );
+    let p = pipeline.clone();
+    let server = TestServer::start_on(cache, move |b| b.grouping(ByNodeId).observer(p)).await;
+    let mut c = Sotw::open(&server, node("slow")).await;
+    c.request(T_CLUSTER, &[], "", "").await;
+    // Its deadline is hit every time, without any input change: it is retried (200, 400,
+    // 800 ms, …), not left failed until something it read changes.
+    let runs = wait_until(WAIT, POLL, async || {
+        Ok(pipeline
+            .group("slow")
+            .filter(|g| g.runs >= 3)
+            .map(|g| g.runs))
+    })
+    .await
+    .unwrap();
+    assert!(runs >= 3);
+    let error = pipeline.group("slow").and_then(|g| g.last_error).unwrap();
+    assert!(error.contains("deadline"), "{error}");
+}
+
+#[tokio::test]
+async fn a_result_computed_for_an_earlier_node_is_not_published_after_the_node_changed() {
+    let engine = engine();
+    let mesh_plugin = load(&engine, "mesh", serde_json::json!({}));
+    let chain = PluginChain::new(vec![mesh_plugin]);
+    let store = Arc::new(InputStore::new());
+    store.replace_source("a", service("a", 8001));
+    store.replace_source("b", service("b", 8002));
+    let inputs = Arc::clone(&store) as Arc<dyn InputView>;
+    let cache = Cache::new();
+    let pipeline = Pipeline::start(
+        cache.clone(),
+        chain.clone(),
+        Arc::clone(&inputs),
+        PipelineOptions::default(),
+    );
+    let mut batches = pipeline.batches();
+    let before = *batches.borrow_and_update();
+    let earlier = reading("same", &["a"]);
+    pipeline.stream_opened("g", &earlier).unwrap();
+    tokio::time::timeout(WAIT, batches.wait_for(|n| *n > before))
+        .await
+        .unwrap()
+        .unwrap();
+    // A reload's canary computes for the node it saw; then the node comes back changed.
+    let generation = pipeline.input_generation();
+    let stale = chain.run(&earlier, Arc::clone(&inputs));
+    let now = reading("same", &["b"]);
+    pipeline.stream_opened("g", &now).unwrap();
+    pipeline.install_chain(chain.clone(), generation, vec![("g".into(), stale)]);
+    let want = chain.run(&now, Arc::clone(&inputs)).unwrap().resources;
+    wait_until(WAIT, POLL, async || {
+        Ok(cache
+            .get("g")
+            .filter(|s| s.version() == want.version())
+            .map(|_| ()))
+    })
+    .await
+    .expect("the changed node's own result");
+    // And it stays: the stale result does not land after it (a batch takes well under this).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cache.get("g").unwrap().version(), want.version());
 }

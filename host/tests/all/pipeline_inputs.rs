@@ -348,7 +348,7 @@ async fn precomputed_results_are_published_only_while_the_inputs_are_unchanged()
         }
     };
     let first = settle(&mut batches);
-    nebucloud_xds::xds::NodeObserver::node_connected(&pipeline, group, &node);
+    pipeline.stream_opened(group, &node).unwrap();
     first.await;
     let ours = installed.run(&node, Arc::clone(&inputs)).unwrap().resources;
     let theirs = other.run(&node, Arc::clone(&inputs)).unwrap().resources;

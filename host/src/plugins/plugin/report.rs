@@ -103,6 +103,20 @@ pub enum PluginFault {
     InputsUnavailable(String),
 }
 
+impl PluginFault {
+    /// Whether the same call on the same inputs may well succeed next time: a deadline hit
+    /// under load, an instance that could not be had, inputs the host could not read. Plugins
+    /// are pure, so every other fault repeats until the plugin or what it read changes.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PluginFault::Timeout(_)
+                | PluginFault::Instantiate(_)
+                | PluginFault::InputsUnavailable(_)
+        )
+    }
+}
+
 /// What one call cost and read.
 #[derive(Debug, Clone, Default)]
 pub struct CallReport {
