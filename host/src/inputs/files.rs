@@ -2,9 +2,10 @@
 //! `kind` and a `name`. A changed file is read once it has stopped changing, within size and
 //! count limits; a file that does not parse or is over a limit keeps its last good documents.
 
-mod disk;
+pub(crate) mod disk;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,13 +14,23 @@ use super::limits::DocumentBudget;
 use super::store::FILE_SOURCE;
 use super::{parse_documents, DocumentFileError, InputLimits, InputStore, SourceHealth};
 use crate::plugins::Document;
-use disk::{files_under, read_capped, Refusal};
+use disk::{files_under, read_listed, Refusal};
 
 /// What a scan sees of a file: a rewrite changes one or the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     modified: SystemTime,
     len: u64,
+}
+
+impl Stamp {
+    /// The stamp of a file of status `meta`; `None` if it has no modification time.
+    fn of(meta: &Metadata) -> Option<Stamp> {
+        Some(Stamp {
+            modified: meta.modified().ok()?,
+            len: meta.len(),
+        })
+    }
 }
 
 /// One file the source knows.
@@ -84,8 +95,18 @@ impl DirSource {
     /// modification time. Blocking file I/O: run it off the async runtime's workers. Returns
     /// the changed keys and the errors of files refused (their last documents stay).
     pub fn scan(&mut self) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
-        let now = Instant::now();
         let (listed, over) = self.list();
+        self.scan_listed(listed, over)
+    }
+
+    /// [`DirSource::scan`] with the listing made: its files and stamps, and how many there are
+    /// when over the cap. A file is read only if it is still as listed when read.
+    fn scan_listed(
+        &mut self,
+        listed: BTreeMap<PathBuf, Stamp>,
+        over: Option<usize>,
+    ) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
+        let now = Instant::now();
         let mut errors = Vec::new();
         let dir_entry = self.dir.display().to_string();
         match over {
@@ -122,7 +143,7 @@ impl DirSource {
                 self.files.remove(&path);
                 continue;
             };
-            match self.read(&path) {
+            match self.read(&path, stamp) {
                 Ok(docs) => {
                     changed.extend(self.store.replace_source(&self.source(&path), docs));
                     self.health.valid(&entry);
@@ -140,6 +161,13 @@ impl DirSource {
                 Err(Refusal::Io(reason)) => {
                     self.health.invalid(&entry, &reason);
                     errors.push(DocumentFileError { path, reason });
+                }
+                // Rewritten since it was listed (what was read may be half of it): it settles
+                // again from now, as it is now.
+                Err(Refusal::Changed(now_as)) => {
+                    if let Some(t) = self.files.get_mut(&path) {
+                        t.pending = Some((Some(now_as), now));
+                    }
                 }
             }
         }
@@ -209,9 +237,10 @@ impl DirSource {
         }
     }
 
-    /// Reads and parses one file within the limits, and counts its documents in the budget.
-    fn read(&mut self, path: &Path) -> Result<Vec<Document>, Refusal> {
-        let text = read_capped(path, self.limits.max_file_bytes)?;
+    /// Reads (if it is still as `listed`) and parses one file within the limits, and counts
+    /// its documents in the budget.
+    fn read(&mut self, path: &Path, listed: Stamp) -> Result<Vec<Document>, Refusal> {
+        let text = read_listed(path, listed, self.limits.max_file_bytes)?;
         let docs = parse_documents(path, &text).map_err(|e| Refusal::Content(e.reason))?;
         self.budget
             .admit(&path.display().to_string(), docs.len())
@@ -228,11 +257,7 @@ impl DirSource {
         let listed = all
             .into_iter()
             .filter_map(|p| {
-                let meta = std::fs::metadata(&p).ok()?;
-                let stamp = Stamp {
-                    modified: meta.modified().ok()?,
-                    len: meta.len(),
-                };
+                let stamp = Stamp::of(&std::fs::metadata(&p).ok()?)?;
                 Some((p, stamp))
             })
             .collect();

@@ -104,6 +104,25 @@ pub enum ReloadError {
         /// Which rule refused which path.
         reason: String,
     },
+    /// An earlier read of a plugin file is still blocked past `[reload] read_timeout_ms`:
+    /// nothing was read, and nothing is recorded; the file watch tries again.
+    #[error("plugin {name}: {reason}")]
+    ReadInFlight {
+        /// The plugin.
+        name: String,
+        /// The path and the limit.
+        reason: String,
+    },
+    /// A plugin directory (`[reload] plugin_dirs`, or by default the directory of a plugin
+    /// file) is a filesystem root: every file would be a plugin file.
+    #[error(
+        "{dir} is a filesystem root, which would make every file a plugin file: put the \
+         plugins in a directory of their own and name it in reload.plugin_dirs"
+    )]
+    RootPluginDir {
+        /// The directory, as given.
+        dir: String,
+    },
     /// There is no previous version to roll back to.
     #[error("plugin {0} has no previous version")]
     NoPrevious(String),
@@ -183,11 +202,16 @@ impl PluginSlots {
     /// files from the directories of `specs`' files, up to the default size and time.
     pub fn new(engine: PluginEngine, pipeline: Pipeline, specs: Vec<SlotSpec>) -> Self {
         let now = unix_now();
+        let (max_bytes, timeout) = (Self::DEFAULT_MAX_PLUGIN_BYTES, Self::DEFAULT_READ_TIMEOUT);
         let files = PluginFileRules::new(
             specs.iter().map(|s| directory_of(&s.path)),
-            Self::DEFAULT_MAX_PLUGIN_BYTES,
-            Self::DEFAULT_READ_TIMEOUT,
-        );
+            max_bytes,
+            timeout,
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "plugin files will not be reloaded");
+            PluginFileRules::admitting_nothing(max_bytes, timeout)
+        });
         let slots = specs
             .into_iter()
             .map(|s| Slot {
@@ -213,7 +237,8 @@ impl PluginSlots {
 
     /// Reloads read only regular files inside `dirs` (empty: the directories of the current
     /// plugin files), symlinks resolved, of at most `max_bytes`, within `read_timeout`. Fails
-    /// if a current plugin file is outside them: its file watch could never reload it.
+    /// if a current plugin file is outside them (its file watch could never reload it), or if
+    /// one of them is a filesystem root.
     pub fn with_file_rules(
         mut self,
         dirs: &[PathBuf],
@@ -226,7 +251,7 @@ impl PluginSlots {
         } else {
             dirs.to_vec()
         };
-        let files = PluginFileRules::new(dirs, max_bytes, read_timeout);
+        let files = PluginFileRules::new(dirs, max_bytes, read_timeout)?;
         for (name, path) in &paths {
             if let Err(refusal @ FileRefusal::OutsideDirs { .. }) = files.admit(path) {
                 return Err(file_error(name, refusal));
@@ -283,6 +308,10 @@ impl PluginSlots {
         })?;
         let wasm = match self.files.read(&file).await {
             Ok(w) => w,
+            // Not this version's fault: not recorded as refused.
+            Err(refusal @ FileRefusal::ReadInFlight { .. }) => {
+                return Err(file_error(name, refusal))
+            }
             Err(refusal) => {
                 // Recorded in the status like any refused version; the answer names the rule.
                 self.refuse(name, String::new(), refusal.to_string());
@@ -495,6 +524,7 @@ fn file_error(name: &str, refusal: FileRefusal) -> ReloadError {
     let (name, reason) = (name.to_owned(), refusal.to_string());
     match refusal {
         FileRefusal::OutsideDirs { .. } => ReloadError::OutsidePluginDirs { name, reason },
+        FileRefusal::ReadInFlight { .. } => ReloadError::ReadInFlight { name, reason },
         _ => ReloadError::FileRefused { name, reason },
     }
 }

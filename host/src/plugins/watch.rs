@@ -3,13 +3,14 @@
 //! plugin once its changed file has settled — a file still being written is never loaded.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::fs::File;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::slots::{PluginSlots, ReloadError};
+use crate::inputs::files::disk::{open_regular, ReadFailure};
 
 /// Which plugin files a reload may read, and how much of them for how long.
 #[derive(Debug, Clone)]
@@ -18,6 +19,26 @@ pub(super) struct PluginFileRules {
     dirs: Vec<PathBuf>,
     max_bytes: u64,
     timeout: Duration,
+    /// Set while a blocking read runs, cleared when it really ends (not when it times out):
+    /// shared by the clones that reading threads hold.
+    reading: Arc<AtomicBool>,
+}
+
+/// Holds [`PluginFileRules::reading`] for one blocking read.
+struct ReadSlot(Arc<AtomicBool>);
+
+impl ReadSlot {
+    fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ReadSlot(Arc::clone(flag)))
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Why a plugin file was not read: the rule that refused it.
@@ -38,26 +59,46 @@ pub(super) enum FileRefusal {
     /// The OS refused (missing file, permissions).
     #[error("cannot read {path}: {reason}")]
     Io { path: String, reason: String },
+    /// An earlier read has not returned: its thread is blocked (on a hung file system, say)
+    /// past the timeout, and another would only block one more.
+    #[error(
+        "not reading {path}: an earlier plugin file read is still blocked past \
+         [reload] read_timeout_ms (a hung file system?); try again once it has returned"
+    )]
+    ReadInFlight { path: String },
 }
 
 impl PluginFileRules {
     /// Rules for files inside `dirs` (resolved now; one that does not exist yet is kept as
-    /// given, and admits nothing until it does and the server restarts).
+    /// given, and admits nothing until it does and the server restarts). A filesystem root
+    /// (`/`, or a path that resolves to it) is refused: every file would be a plugin file.
     pub(super) fn new(
         dirs: impl IntoIterator<Item = PathBuf>,
         max_bytes: u64,
         timeout: Duration,
-    ) -> Self {
-        let mut dirs: Vec<PathBuf> = dirs
-            .into_iter()
-            .map(|d| std::fs::canonicalize(&d).unwrap_or_else(|_| lexical(&d)))
-            .collect();
-        dirs.sort();
-        dirs.dedup();
+    ) -> Result<Self, ReloadError> {
+        let mut rules = Self::admitting_nothing(max_bytes, timeout);
+        for given in dirs {
+            let dir = std::fs::canonicalize(&given).unwrap_or_else(|_| lexical(&given));
+            if dir.parent().is_none() {
+                return Err(ReloadError::RootPluginDir {
+                    dir: given.display().to_string(),
+                });
+            }
+            rules.dirs.push(dir);
+        }
+        rules.dirs.sort();
+        rules.dirs.dedup();
+        Ok(rules)
+    }
+
+    /// Rules that admit no file: no plugin directory.
+    pub(super) fn admitting_nothing(max_bytes: u64, timeout: Duration) -> Self {
         PluginFileRules {
-            dirs,
+            dirs: Vec::new(),
             max_bytes,
             timeout,
+            reading: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -76,12 +117,24 @@ impl PluginFileRules {
         }
     }
 
-    /// Reads a plugin file under the rules, on a blocking thread, within the timeout.
+    /// Reads a plugin file under the rules, on a blocking thread, within the timeout. One
+    /// read at a time: while an earlier one's thread is still blocked (its read timed out on
+    /// a hung file system, say), refused at once rather than blocking another thread.
     pub(super) async fn read(&self, path: &Path) -> Result<Vec<u8>, FileRefusal> {
+        let Some(slot) = ReadSlot::take(&self.reading) else {
+            return Err(FileRefusal::ReadInFlight {
+                path: path.display().to_string(),
+            });
+        };
         let rules = self.clone();
         let owned = path.to_path_buf();
         let deadline = Instant::now() + self.timeout;
-        let reading = tokio::task::spawn_blocking(move || rules.read_blocking(&owned, deadline));
+        let reading = tokio::task::spawn_blocking(move || {
+            let read = rules.read_blocking(&owned, deadline);
+            // Only now has the read really ended.
+            drop(slot);
+            read
+        });
         match tokio::time::timeout(self.timeout, reading).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(FileRefusal::Io {
@@ -95,43 +148,48 @@ impl PluginFileRules {
     }
 
     fn read_blocking(&self, path: &Path, deadline: Instant) -> Result<Vec<u8>, FileRefusal> {
-        let shown = || path.display().to_string();
-        let io = |e: std::io::Error| FileRefusal::Io {
-            path: shown(),
-            reason: e.to_string(),
-        };
         let real = self.admit(path)?;
-        // O_NONBLOCK: opening a FIFO (swapped in after the check, say) returns at once instead
-        // of waiting for a writer; O_NOFOLLOW: the checked path is the one opened.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(&real)
-            .map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if !meta.file_type().is_file() {
-            return Err(FileRefusal::NotRegular {
+        self.read_admitted(path, &real, deadline)
+    }
+
+    /// Reads `real`, where [`PluginFileRules::admit`] found `path` to be, if the file opened
+    /// there is still inside a plugin directory.
+    fn read_admitted(
+        &self,
+        path: &Path,
+        real: &Path,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, FileRefusal> {
+        let shown = || path.display().to_string();
+        let refused = |failure: ReadFailure| match failure {
+            ReadFailure::Io(e) => FileRefusal::Io {
                 path: shown(),
-                kind: kind(&meta.file_type()),
-            });
-        }
-        let too_large = || FileRefusal::TooLarge {
-            path: shown(),
-            max: self.max_bytes,
+                reason: e.to_string(),
+            },
+            ReadFailure::NotRegular(kind) => FileRefusal::NotRegular {
+                path: shown(),
+                kind,
+            },
+            ReadFailure::TooLarge(_) => FileRefusal::TooLarge {
+                path: shown(),
+                max: self.max_bytes,
+            },
+            ReadFailure::TimedOut => self.timed_out(path),
         };
-        if meta.len() > self.max_bytes {
-            return Err(too_large());
+        // Not following a link as the last component: a link put there since the check is
+        // refused. A directory on the way may have become a link too: where the opened file
+        // really is decides.
+        let opened = open_regular(real, false).map_err(refused)?;
+        let at = opened_at(&opened.file, real).map_err(|e| FileRefusal::Io {
+            path: shown(),
+            reason: format!("cannot tell where the opened file is: {e}"),
+        })?;
+        if !self.inside(&at) {
+            return Err(self.outside(&at));
         }
-        // The size said is not trusted (a file that grows, a /proc file that says 0): at most
-        // one byte past the cap is ever read.
-        let mut wasm = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        if !read_until(file.take(self.max_bytes + 1), &mut wasm, deadline).map_err(io)? {
-            return Err(self.timed_out(path));
-        }
-        if wasm.len() as u64 > self.max_bytes {
-            return Err(too_large());
-        }
-        Ok(wasm)
+        opened
+            .read_at_most(self.max_bytes, Some(deadline))
+            .map_err(refused)
     }
 
     fn inside(&self, path: &Path) -> bool {
@@ -154,21 +212,19 @@ impl PluginFileRules {
     }
 }
 
-/// Reads `from` to its end into `into` in chunks, stopping at `deadline`: `Ok(false)` if it
-/// was reached first.
-fn read_until(mut from: impl Read, into: &mut Vec<u8>, deadline: Instant) -> std::io::Result<bool> {
-    let mut chunk = vec![0; 1 << 20];
-    loop {
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        match from.read(&mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => into.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+/// Where the open `file` really is: its path as the kernel knows it, whatever links and
+/// renames led to it.
+#[cfg(target_os = "linux")]
+fn opened_at(file: &File, _opened_as: &Path) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Where the open `file` really is: without `/proc`, the path it was opened as, resolved
+/// again now (a swap back in between would go unseen).
+#[cfg(not(target_os = "linux"))]
+fn opened_at(_file: &File, opened_as: &Path) -> std::io::Result<PathBuf> {
+    std::fs::canonicalize(opened_as)
 }
 
 /// The path made absolute and without `.`/`..`, for a file that does not exist: judged by
@@ -186,22 +242,6 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-fn kind(t: &std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
 }
 
 /// What a file looked like at one scan.
@@ -254,7 +294,8 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
                     if since.elapsed().unwrap_or_default() >= settle {
                         match slots.reload(&name, None).await {
                             // An admin reload or rollback is running: try again next tick.
-                            Err(ReloadError::Busy) => continue,
+                            // Or a read of a plugin file is still blocked: try again too.
+                            Err(ReloadError::Busy | ReloadError::ReadInFlight { .. }) => continue,
                             Err(e) => {
                                 tracing::warn!(plugin = %name, error = %e, "plugin file change refused");
                             }
@@ -273,108 +314,4 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(dir: &Path, max: u64) -> PluginFileRules {
-        PluginFileRules::new([dir.to_path_buf()], max, Duration::from_secs(5))
-    }
-
-    #[tokio::test]
-    async fn a_regular_file_inside_is_read_and_everything_else_is_refused_by_its_rule() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("plugins");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("a.wasm"), b"wasm").unwrap();
-        std::fs::write(root.path().join("outside.wasm"), b"x").unwrap();
-        std::os::unix::fs::symlink(root.path().join("outside.wasm"), dir.join("link.wasm"))
-            .unwrap();
-        std::os::unix::fs::symlink(dir.join("a.wasm"), root.path().join("in.wasm")).unwrap();
-        let r = rules(&dir, 10);
-        assert_eq!(r.read(&dir.join("a.wasm")).await.unwrap(), b"wasm");
-        assert_eq!(
-            r.read(&root.path().join("in.wasm")).await.unwrap(),
-            b"wasm",
-            "a link from outside to a file inside is judged by where it leads"
-        );
-        for p in [
-            root.path().join("outside.wasm"),
-            dir.join("link.wasm"),
-            dir.join("../outside.wasm"),
-            root.path().join("missing.wasm"),
-            PathBuf::from("/dev/zero"),
-        ] {
-            let e = r.read(&p).await.unwrap_err();
-            assert!(matches!(e, FileRefusal::OutsideDirs { .. }), "{p:?}: {e}");
-            assert!(
-                e.to_string().contains("outside the plugin directories"),
-                "{e}"
-            );
-        }
-        let e = r.read(&dir.join("missing.wasm")).await.unwrap_err();
-        assert!(matches!(e, FileRefusal::Io { .. }), "{e}");
-        std::fs::create_dir(dir.join("sub")).unwrap();
-        let e = r.read(&dir.join("sub")).await.unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("not a regular file (it is a directory)"),
-            "{e}"
-        );
-        std::fs::write(dir.join("big.wasm"), [0u8; 11]).unwrap();
-        let e = r.read(&dir.join("big.wasm")).await.unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("larger than max_plugin_bytes (10 bytes"),
-            "{e}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_fifo_is_refused_without_waiting_for_a_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo.wasm");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let e = tokio::time::timeout(Duration::from_secs(2), rules(dir.path(), 10).read(&fifo))
-            .await
-            .expect("no hang on a FIFO")
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("not a regular file (it is a FIFO)"),
-            "{e}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_file_whose_size_lies_is_cut_one_byte_past_the_cap() {
-        // /proc files say they are empty; this one holds more than 64 bytes.
-        let r = rules(Path::new("/proc"), 64);
-        let e = r.read(Path::new("/proc/self/status")).await.unwrap_err();
-        assert!(matches!(e, FileRefusal::TooLarge { max: 64, .. }), "{e}");
-    }
-
-    #[test]
-    fn a_read_past_its_deadline_stops_and_says_so() {
-        let mut into = Vec::new();
-        let past = Instant::now() - Duration::from_millis(1);
-        assert!(!read_until(std::io::repeat(0), &mut into, past).unwrap());
-        assert!(into.is_empty());
-        /// A file system that answers a byte every 10 ms, for ever.
-        struct Slow;
-        impl Read for Slow {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                std::thread::sleep(Duration::from_millis(10));
-                buf[0] = 0;
-                Ok(1)
-            }
-        }
-        let soon = Instant::now() + Duration::from_millis(50);
-        assert!(!read_until(Slow, &mut into, soon).unwrap());
-        assert!(into.len() < 10, "stopped at the deadline: {}", into.len());
-        let e = rules(Path::new("/tmp"), 1).timed_out(Path::new("/tmp/a.wasm"));
-        assert!(e.to_string().contains("timed out after 5s"), "{e}");
-    }
-}
+mod tests;

@@ -166,3 +166,57 @@ fn past_the_file_and_document_caps_files_are_refused_and_keep_what_they_had() {
     );
     assert!(port(&store, "a").unwrap().contains("\"port\":1"));
 }
+
+#[test]
+fn a_file_rewritten_between_the_listing_and_the_read_is_not_published_until_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut src, store) = source(dir.path(), at_once());
+    let f = dir.path().join("a.yaml");
+    let both = |p| format!("{}---\n{}", svc("a", p), svc("b", p));
+    std::fs::write(&f, both(1)).unwrap();
+    assert_eq!(src.scan().0.len(), 2);
+    std::fs::write(&f, both(2)).unwrap();
+    set_mtime(&f, Duration::from_secs(2), true);
+    let (listed, over) = src.list();
+    // A writer truncates and starts again after the listing saw the file settled.
+    std::fs::write(&f, svc("a", 3)).unwrap();
+    set_mtime(&f, Duration::from_secs(4), true);
+    let (changed, errors) = src.scan_listed(listed, over);
+    assert!(
+        changed.is_empty() && errors.is_empty(),
+        "{changed:?} {errors:?}"
+    );
+    assert!(port(&store, "a").unwrap().contains("\"port\":1"));
+    assert!(
+        store.get("Service", "b").is_some(),
+        "half a file is not published"
+    );
+    std::fs::write(&f, both(3)).unwrap();
+    set_mtime(&f, Duration::from_secs(6), true);
+    assert_eq!(src.scan().0.len(), 2, "read once it is as listed");
+    assert!(port(&store, "b").unwrap().contains("\"port\":3"));
+}
+
+#[test]
+fn a_fifo_at_a_document_path_is_refused_without_blocking_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut src, store) = source(dir.path(), at_once());
+    std::fs::write(dir.path().join("a.yaml"), svc("a", 1)).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(src.scan()));
+    let (changed, errors) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the scan does not wait for a writer to the FIFO");
+    assert_eq!(changed.len(), 1, "the other files are read");
+    assert!(store.get("Service", "a").is_some());
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("pipe.yaml") && e.contains("not a regular file (it is a FIFO)"),
+        "{e}"
+    );
+}
