@@ -26,8 +26,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminAccess, AdminAccessError, AdminState, AdminToken, Readiness};
 use crate::config::Config;
 use crate::inputs::{
-    watch_dir, DocumentFileError, EtcdSource, InputStore, KubernetesConnectError,
-    KubernetesSource,
+    watch_dir, DocumentFileError, EtcdSource, InputStore, KubernetesConnectError, KubernetesSource,
 };
 use crate::pipeline::Pipeline;
 use crate::plugins::{
