@@ -4,14 +4,35 @@ use super::*;
 use crate::inputs::InputLimits;
 use crate::plugins::PluginLimits;
 
-#[test]
-fn a_kubernetes_input_takes_namespaces_a_default_namespace_and_custom_kinds() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    let load = |text: &str| {
+/// A config file in a scratch directory, written and loaded as a test needs.
+struct ConfigFile {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    fn new() -> Self {
+        ConfigFile {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The directory the file's relative paths resolve against.
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `text` as the file and loads it; an error as its message.
+    fn load(&self, text: &str) -> Result<Config, String> {
+        let p = self.dir().join("c.toml");
         std::fs::write(&p, text).unwrap();
         Config::load(&p).map_err(|e| e.to_string())
-    };
+    }
+}
+
+#[test]
+fn a_kubernetes_input_takes_namespaces_a_default_namespace_and_custom_kinds() {
+    let file = ConfigFile::new();
+    let load = |text: &str| file.load(text);
     assert!(load("").unwrap().inputs.kubernetes.is_none());
     assert_eq!(
         load("[inputs.kubernetes]\n").unwrap().inputs.kubernetes,
@@ -42,12 +63,8 @@ fn a_kubernetes_input_takes_namespaces_a_default_namespace_and_custom_kinds() {
 
 #[test]
 fn values_that_cannot_work_are_errors_that_name_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    let load = |text: &str| {
-        std::fs::write(&p, text).unwrap();
-        Config::load(&p).map_err(|e| e.to_string())
-    };
+    let file = ConfigFile::new();
+    let load = |text: &str| file.load(text);
     for (text, key) in [
         ("[reload]\ninterval_ms = 0\n", "reload.interval_ms"),
         ("[xds]\nheartbeat_ms = 0\n", "xds.heartbeat_ms"),
@@ -85,12 +102,8 @@ fn values_that_cannot_work_are_errors_that_name_the_key() {
 
 #[test]
 fn admin_and_plugin_file_keys_resolve_against_the_file_and_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    let load = |text: &str| {
-        std::fs::write(&p, text).unwrap();
-        Config::load(&p).map_err(|e| e.to_string())
-    };
+    let file = ConfigFile::new();
+    let load = |text: &str| file.load(text);
     let c = load("").unwrap();
     assert_eq!((c.admin.token_file, c.admin.allowed_hosts.len()), (None, 0));
     assert!(
@@ -108,10 +121,10 @@ fn admin_and_plugin_file_keys_resolve_against_the_file_and_are_checked() {
         "read_timeout_ms = 50\n",
     ))
     .unwrap();
-    assert_eq!(c.admin.token_file, Some(dir.path().join("secret/token")));
+    assert_eq!(c.admin.token_file, Some(file.dir().join("secret/token")));
     assert_eq!(
         c.reload.plugin_dirs,
-        [dir.path().join("plugins"), PathBuf::from("/opt/wasm")]
+        [file.dir().join("plugins"), PathBuf::from("/opt/wasm")]
     );
     assert_eq!(
         (c.reload.max_plugin_bytes, c.reload.read_timeout_ms),
@@ -146,20 +159,17 @@ fn admin_and_plugin_file_keys_resolve_against_the_file_and_are_checked() {
 
 #[test]
 fn unknown_keys_are_errors_that_name_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, "[xds]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
-    let e = Config::load(&p).unwrap_err().to_string();
+    let e = ConfigFile::new()
+        .load("[xds]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+        .unwrap_err();
     assert!(e.contains("lisen") && e.contains("line 3"), "{e}");
 }
 
 #[test]
 fn plugin_paths_are_relative_to_the_file_and_config_becomes_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, "[[plugins]]\nname = \"mesh\"\npath = \"mesh.wasm\"\nconfig = { listener_port = 10000 }\nlimits = { deadline_ms = 50 }\n").unwrap();
-    let c = Config::load(&p).unwrap();
-    assert_eq!(c.plugins[0].path, dir.path().join("mesh.wasm"));
+    let file = ConfigFile::new();
+    let c = file.load("[[plugins]]\nname = \"mesh\"\npath = \"mesh.wasm\"\nconfig = { listener_port = 10000 }\nlimits = { deadline_ms = 50 }\n").unwrap();
+    assert_eq!(c.plugins[0].path, file.dir().join("mesh.wasm"));
     assert_eq!(c.plugins[0].config_json()["listener_port"], 10000);
     assert_eq!(c.plugins[0].limits.deadline_ms, 50);
     assert_eq!(
@@ -171,12 +181,8 @@ fn plugin_paths_are_relative_to_the_file_and_config_becomes_json() {
 
 #[test]
 fn an_etcd_input_needs_endpoints_and_a_prefix_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    let load = |text: &str| {
-        std::fs::write(&p, text).unwrap();
-        Config::load(&p).map_err(|e| e.to_string())
-    };
+    let file = ConfigFile::new();
+    let load = |text: &str| file.load(text);
     let c =
         load("[inputs]\netcd = { endpoints = [\"127.0.0.1:2379\"], prefix = \"/nx/\" }\n").unwrap();
     let etcd = c.inputs.etcd.unwrap();
@@ -195,12 +201,8 @@ fn an_etcd_input_needs_endpoints_and_a_prefix_and_nothing_else() {
 
 #[test]
 fn input_limits_have_defaults_reach_the_sources_and_zero_is_refused_by_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    let load = |text: &str| {
-        std::fs::write(&p, text).unwrap();
-        Config::load(&p).map_err(|e| e.to_string())
-    };
+    let file = ConfigFile::new();
+    let load = |text: &str| file.load(text);
     let c = load("").unwrap();
     assert_eq!(c.inputs.interval_ms, 250);
     assert_eq!(c.inputs.limits(), InputLimits::default());
@@ -233,21 +235,14 @@ fn input_limits_have_defaults_reach_the_sources_and_zero_is_refused_by_key() {
 
 #[test]
 fn grouping_by_cluster_under_node_authorization_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[xds]\ngroup_by = \"cluster\"\ntls = { cert = \"c.pem\", key = \"k.pem\", client_ca = \"ca.pem\", authorize_node_ids = true }\n",
-    )
-    .unwrap();
-    let e = Config::load(&p).unwrap_err().to_string();
+    let file = ConfigFile::new();
+    let e = file
+        .load("[xds]\ngroup_by = \"cluster\"\ntls = { cert = \"c.pem\", key = \"k.pem\", client_ca = \"ca.pem\", authorize_node_ids = true }\n")
+        .unwrap_err();
     assert!(
         e.contains("xds.group_by") && e.contains("authorize_node_ids"),
         "{e}"
     );
-    let c = {
-        std::fs::write(&p, "[pipeline]\nmax_groups = 0\n").unwrap();
-        Config::load(&p).unwrap_err().to_string()
-    };
+    let c = file.load("[pipeline]\nmax_groups = 0\n").unwrap_err();
     assert!(c.contains("pipeline.max_groups"), "{c}");
 }
