@@ -59,12 +59,28 @@ COVERAGE_DIR           := target/coverage
 COVERAGE_MIN           := 80
 COVERAGE_MODULES       := host/src/cache host/src/xds
 
-.PHONY: lint deny coverage tool-cargo-deny tool-cargo-llvm-cov
+.PHONY: lint deny coverage check-core tool-cargo-deny tool-cargo-llvm-cov
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# The embeddable core: the library without default features, and the examples that embed it
+# that way, build without the plugin runtime, the input sources, the admin API or the CLI.
+# The tree check is first shown to see those crates in the default build, so a renamed crate
+# cannot make it pass by matching nothing.
+CORE_EXCLUDES := wasmtime|kube|k8s-openapi|etcd-client|axum|clap
+check-core:
+	cargo clippy -p nebucloud-xds --no-default-features --lib -- -D warnings
+	cargo build -p simple-server -p migrating-from-go-control-plane
+	@test "$$(cargo tree -p nebucloud-xds -e normal --prefix none | grep -oE '^($(CORE_EXCLUDES)) ' | sort -u | wc -l)" -eq 6 \
+		|| { echo "check-core: the default build should have all of $(CORE_EXCLUDES)"; exit 1; }
+	@! cargo tree -p nebucloud-xds --no-default-features -e normal --prefix none | grep -E '^($(CORE_EXCLUDES)) ' \
+		|| { echo "check-core: the library without default features pulls in the crates above"; exit 1; }
+	@! cargo tree -p simple-server -p migrating-from-go-control-plane -e normal --prefix none | grep -E '^($(CORE_EXCLUDES)) ' \
+		|| { echo "check-core: an embedding example pulls in the crates above"; exit 1; }
+	@echo "check-core: no $(CORE_EXCLUDES) in the core's dependency tree"
 
 # The RustSec advisory database is fetched from GitHub, which these machines cannot reach, so
 # `advisories` is left out.
@@ -124,7 +140,7 @@ run: plugins
 	cargo run --release -p nebucloud-xds -- serve --config examples/quickstart/config.toml
 
 # Everything CI checks: formatting, lints, docs, licenses, and every test with real clients.
-test: deps test-plugins lint deny test-only
+test: deps test-plugins lint deny check-core test-only
 
 test-only:
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo test --workspace

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkGroup, Criterion};
-use nebucloud_xds::plugins::{EngineOptions, InputView, Plugin, PluginEngine, PluginLimits};
+use nebucloud_xds::inputs::InputView;
+use nebucloud_xds::plugins::{EngineOptions, Plugin, PluginEngine, PluginLimits};
 use nebucloud_xds::Resource;
 use nebucloud_xds_guest::{run_native, MemoryInputs};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mesh::{Endpoint, Protocol, Service};
-use nebucloud_xds::plugins::StaticInputs;
+use nebucloud_xds::inputs::StaticInputs;
 use nebucloud_xds::{Resource, ResourceSet};
 use nebucloud_xds_guest::{run_native, MemoryInputs};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;

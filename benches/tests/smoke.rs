@@ -6,7 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds::plugins::{bench_plugin, BenchOptions, InputView};
+use nebucloud_xds::inputs::InputView;
+use nebucloud_xds::plugins::{bench_plugin, BenchOptions};
 use nx_bench::fixtures::{envoy_node, plugin_dir, services, static_inputs};
 
 #[test]

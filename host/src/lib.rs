@@ -16,14 +16,32 @@
 //! # Ok(()) }
 //! ```
 
+//! # Features
+//!
+//! With `default-features = false` the library is [`cache`], [`xds`] and [`schema`]: the
+//! protocol over tonic, without wasmtime, kube, etcd-client, axum or clap. Each feature adds a
+//! layer of the data path:
+//!
+//! - `plugins`: the plugin runtime (wasmtime), the input store with file inputs, the pipeline;
+//! - `etcd`, `kubernetes`: those input sources (with `plugins`);
+//! - `admin`: the admin HTTP API (axum) and Prometheus endpoint, and with them the composition
+//!   root `app` and its config file `config`;
+//! - `cli` (default): all of the above and the `nebucloud-xds` binary.
+
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "admin")]
 pub mod admin;
+#[cfg(feature = "admin")]
 pub mod app;
 pub mod cache;
+#[cfg(feature = "admin")]
 pub mod config;
+#[cfg(feature = "plugins")]
 pub mod inputs;
+#[cfg(feature = "plugins")]
 pub mod pipeline;
+#[cfg(feature = "plugins")]
 pub mod plugins;
 pub mod schema;
 pub mod xds;

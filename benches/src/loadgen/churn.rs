@@ -137,7 +137,6 @@ pub async fn run(s: &ChurnScenario, server_bin: &Path) -> anyhow::Result<ChurnRe
     match s.implementation {
         Impl::Ours => args.extend(
             [
-                "--app",
                 "--grouping",
                 "node",
                 "--grace-ms",

@@ -331,7 +331,9 @@ fn update_path(s: &Scenario) -> &'static str {
         return "policy.wasm rewritten -> file watch (settle) -> compile -> contract check -> canary over every group -> swap -> the canary's results published -> push";
     }
     match (s.implementation, &s.plugin) {
-        (Impl::Ours, Some(_)) => "input store -> pipeline -> mesh.wasm -> cache -> push",
+        (Impl::Ours, Some(_)) => {
+            "inputs file rewritten -> directory watch (250 ms poll, not timed) -> input store -> pipeline -> mesh.wasm -> cache -> push"
+        }
         (Impl::Ours, None) => "Cache::set -> push",
         (Impl::Seed, _) => "set_snapshot per node; the seed's server never pushes (as is)",
         (Impl::SeedPush, _) => {

@@ -4,7 +4,6 @@
 //! `updated N [SEEN_UNIX_NS]`, `groups COUNT EVICTED CACHE_ENTRIES NODE_RECORDS`, `-` for what
 //! it cannot tell).
 
-mod app;
 mod ours;
 mod seed;
 
@@ -19,7 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Impl {
-    /// nebucloud-xds: cache, pipeline and the mesh plugin (or static resources).
+    /// nebucloud-xds as `serve` builds it from a config, with the mesh plugin (or static
+    /// resources on a bare xDS server).
     Ours,
     /// The seed crate's own server (nebucloud-xds 0.1.0), unmodified: it answers requests
     /// and never pushes to open streams.
@@ -53,11 +53,14 @@ pub struct ServerArgs {
     /// How many services the mesh has.
     #[arg(long, default_value_t = 10)]
     pub services: usize,
-    /// Ours only: compute resources with this plugin (the mesh plugin's .wasm) through the
-    /// input store and the pipeline; without it, ours serves static resources.
+    /// Ours only: compute resources with this plugin (the mesh plugin's .wasm), built as
+    /// `serve` builds it (`nebucloud_xds::app::App`) from a generated config file and inputs
+    /// directory; an input change rewrites that directory. Without it, ours serves static
+    /// resources.
     #[arg(long)]
     pub plugin: Option<PathBuf>,
-    /// Ours with a plugin: the pipeline's debounce window, in milliseconds.
+    /// Ours with a plugin: the pipeline's debounce window, in milliseconds (0 becomes 1, the
+    /// least a config accepts).
     #[arg(long, default_value_t = 0)]
     pub debounce_ms: u64,
     /// Ours with a plugin: how nodes share computations.
@@ -74,11 +77,7 @@ pub struct ServerArgs {
     /// serving default).
     #[arg(long, default_value_t = ReloadConfig::default().settle_ms)]
     pub reload_settle_ms: u64,
-    /// Ours with a plugin: built as `serve` builds it (`nebucloud_xds::app::App`) from a
-    /// generated config file and inputs directory; an input change rewrites that directory.
-    #[arg(long)]
-    pub app: bool,
-    /// With --app: how long a node group outlives its last stream, in ms (the serving
+    /// Ours with a plugin: how long a node group outlives its last stream, in ms (the serving
     /// default: five minutes).
     #[arg(long, default_value_t = PipelineConfig::default().group_grace_ms)]
     pub grace_ms: u64,
@@ -157,14 +156,7 @@ impl GroupCount {
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let before = crate::stats::rss_bytes(std::process::id()).unwrap_or(0);
     let (addr, mut updater): (SocketAddr, Box<dyn Updater>) = match args.implementation {
-        Impl::Ours if args.app => {
-            let (addr, u) = app::start(&args).await?;
-            (addr, Box::new(u))
-        }
-        Impl::Ours => {
-            let (addr, u) = ours::start(&args).await?;
-            (addr, Box::new(u))
-        }
+        Impl::Ours => ours::start(&args).await?,
         Impl::Seed => {
             let (addr, u) = seed::start_as_is(&args).await?;
             (addr, Box::new(u))

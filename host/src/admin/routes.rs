@@ -174,11 +174,13 @@ async fn plugins(State(s): State<AdminState>) -> Response {
     Json(s.plugins.map(|p| p.status()).unwrap_or_default()).into_response()
 }
 
-/// The optional body of a reload: a new path for the plugin file.
+/// The optional body of a reload: a file to load this once, or (`persist`) from then on.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReloadBody {
     path: Option<PathBuf>,
+    #[serde(default)]
+    persist: bool,
 }
 
 /// A reload: the JSON content type is checked before (see `access`), so an empty body is the
@@ -187,19 +189,27 @@ async fn reload(State(s): State<AdminState>, Path(name): Path<String>, body: Byt
     let Some(slots) = s.plugins else {
         return not_found("this server runs no plugins".into());
     };
-    let path = if body.trim_ascii().is_empty() {
-        None
+    let body = if body.trim_ascii().is_empty() {
+        ReloadBody::default()
     } else {
         match serde_json::from_slice::<ReloadBody>(&body) {
-            Ok(b) => b.path,
+            Ok(b) => b,
             Err(e) => {
-                let error = format!("the body is not {{\"path\": \"…\"}}: {e}");
+                let error = format!("the body is not {{\"path\": \"…\", \"persist\": false}}: {e}");
                 let body = Json(serde_json::json!({ "error": error }));
                 return (StatusCode::BAD_REQUEST, body).into_response();
             }
         }
     };
-    reload_response(slots.reload(&name, path.as_deref()).await)
+    match (body.path, body.persist) {
+        (Some(path), true) => reload_response(slots.reload_and_persist(&name, &path).await),
+        (None, true) => {
+            let error = "persist needs a path: {\"path\": \"…\", \"persist\": true}";
+            let body = Json(serde_json::json!({ "error": error }));
+            (StatusCode::BAD_REQUEST, body).into_response()
+        }
+        (path, false) => reload_response(slots.reload(&name, path.as_deref()).await),
+    }
 }
 
 async fn rollback(State(s): State<AdminState>, Path(name): Path<String>) -> Response {

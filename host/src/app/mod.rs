@@ -4,13 +4,14 @@
 //! resource directory for `serve --resources`.
 
 mod resources;
+mod sources;
 mod wiring;
 
 pub use resources::{load_resource_dir, ResourceFileError};
+use wiring::read_inputs_off_the_runtime;
 pub use wiring::{
     load_chain, load_inputs, load_inputs_with, load_plugins, pipeline_options, server_builder,
 };
-use wiring::{read_inputs_off_the_runtime, ready_after_first_sync};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,13 +26,11 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminAccess, AdminAccessError, AdminState, AdminToken, Readiness};
 use crate::config::Config;
-use crate::inputs::{
-    watch_dir, DocumentFileError, EtcdSource, InputStore, KubernetesConnectError, KubernetesSource,
-};
+use crate::inputs::{watch_dir, DocumentFileError, InputStore, InputView};
 use crate::pipeline::Pipeline;
 use crate::plugins::{
-    watch_plugin_files, EngineOptions, InputView, PluginChain, PluginEngine, PluginLoadError,
-    PluginSlots, ReloadError,
+    watch_plugin_files, EngineOptions, PluginChain, PluginEngine, PluginLoadError, PluginSlots,
+    ReloadError,
 };
 use crate::xds::{ByNodeId, ServeError, XdsServer};
 use crate::Cache;
@@ -40,8 +39,8 @@ use crate::Cache;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The plugin engine could not be created.
-    #[error("plugin engine: {0}")]
-    Engine(String),
+    #[error("plugin engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
     /// A plugin file could not be read.
     #[error("plugin {name}: cannot read {}: {source}", path.display())]
     PluginFile {
@@ -75,8 +74,9 @@ pub enum AppError {
     #[error(transparent)]
     Inputs(#[from] DocumentFileError),
     /// The Kubernetes API server cannot be reached.
+    #[cfg(feature = "kubernetes")]
     #[error(transparent)]
-    Kubernetes(#[from] KubernetesConnectError),
+    Kubernetes(#[from] crate::inputs::KubernetesConnectError),
     /// A static resource directory does not load.
     #[error("loading resources: {0}")]
     Resources(#[from] ResourceFileError),
@@ -117,8 +117,7 @@ impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
         let cache = Cache::new();
         let readiness = Arc::new(Readiness::new());
-        let engine = PluginEngine::new(EngineOptions::default())
-            .map_err(|e| AppError::Engine(format!("{e:#}")))?;
+        let engine = PluginEngine::new(EngineOptions::default()).map_err(AppError::Engine)?;
         let specs = load_plugins(&config, &engine)?;
         let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
         let limits = config.inputs.limits();
@@ -139,27 +138,7 @@ impl App {
                 move |keys| p.inputs_changed(keys),
             )));
         }
-        if let Some(etcd) = &config.inputs.etcd {
-            let source = EtcdSource::new(
-                etcd.endpoints.clone(),
-                etcd.prefix.clone(),
-                Arc::clone(&store),
-            )
-            .with_limits(limits);
-            tasks.push(ready_after_first_sync(&readiness, "etcd", source.health()));
-            let p = pipeline.clone();
-            tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
-        }
-        if let Some(k8s) = &config.inputs.kubernetes {
-            let source = KubernetesSource::connect(k8s, Arc::clone(&store)).await?;
-            tasks.push(ready_after_first_sync(
-                &readiness,
-                "kubernetes",
-                source.health(),
-            ));
-            let p = pipeline.clone();
-            tasks.push(Box::pin(source.run(move |keys| p.inputs_changed(keys))));
-        }
+        tasks.extend(sources::start(&config, &store, limits, &pipeline, &readiness).await?);
         let slots = PluginSlots::new(engine, pipeline.clone(), specs)
             .with_file_rules(
                 &config.reload.plugin_dirs,
@@ -266,7 +245,7 @@ impl App {
             server: self.server.clone(),
             pipeline: self.pipeline.clone(),
             plugins: self.plugins.clone(),
-            inputs: self.inputs,
+            inputs: self.inputs.clone(),
             metrics: self.metrics,
             readiness: self.readiness,
             access: Arc::new(AdminAccess::new(
@@ -293,6 +272,7 @@ impl App {
             server: self.server,
             pipeline: self.pipeline,
             plugins: self.plugins,
+            inputs: self.inputs,
             drain: Duration::from_millis(self.config.xds.drain_ms),
             stop,
             serving: Some(serving),
@@ -310,6 +290,7 @@ pub struct Running {
     server: XdsServer,
     pipeline: Option<Pipeline>,
     plugins: Option<PluginSlots>,
+    inputs: Option<Arc<InputStore>>,
     drain: Duration,
     stop: tokio::sync::watch::Sender<bool>,
     serving: Option<JoinHandle<Result<(), ServeError>>>,
@@ -330,6 +311,12 @@ impl Running {
     /// The plugin slots, when plugins compute the config.
     pub fn plugins(&self) -> Option<&PluginSlots> {
         self.plugins.as_ref()
+    }
+
+    /// The input store, when plugins compute the config: a source of one's own writes it, then
+    /// tells [`Pipeline::inputs_changed`] what changed.
+    pub fn inputs(&self) -> Option<&Arc<InputStore>> {
+        self.inputs.as_ref()
     }
 
     /// Tells clients to go elsewhere (HTTP/2 GOAWAY); open streams may finish.
@@ -379,5 +366,28 @@ impl Drop for Running {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::AppError;
+
+    #[test]
+    fn an_engine_error_is_the_source_and_reads_as_before() {
+        let cause = || wasmtime::Error::msg("out of address space").context("pooling allocator");
+        let err = AppError::Engine(cause());
+        // What `AppError::Engine(format!("{e:#}"))` displayed.
+        assert_eq!(err.to_string(), format!("plugin engine: {:#}", cause()));
+        assert_eq!(
+            err.to_string(),
+            "plugin engine: pooling allocator: out of address space"
+        );
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("pooling allocator")
+        );
     }
 }

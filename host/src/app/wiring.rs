@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
-use super::{AppError, Task};
-use crate::admin::Readiness;
+use super::AppError;
 use crate::config::{Config, GroupBy};
-use crate::inputs::{DirSource, DocumentFileError, InputLimits, InputStore, SourceHealth};
+use crate::inputs::{DirSource, DocumentFileError, InputLimits, InputStore};
 use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::plugins::{Plugin, PluginChain, PluginEngine, SlotSpec};
 use crate::xds::{
@@ -185,19 +184,4 @@ pub fn server_builder(config: &Config, cache: Cache) -> XdsServerBuilder {
         GroupBy::NodeId => builder.grouping(ByNodeId),
         GroupBy::Cluster => builder.grouping(ByCluster),
     }
-}
-
-/// Marks `check` not ready until its source's first full sync.
-pub(super) fn ready_after_first_sync(
-    readiness: &Arc<Readiness>,
-    check: &'static str,
-    health: SourceHealth,
-) -> Task {
-    readiness.set(check, false);
-    let r = Arc::clone(readiness);
-    Box::pin(async move {
-        if health.subscribe().wait_for(|s| s.syncs > 0).await.is_ok() {
-            r.set(check, true);
-        }
-    })
 }

@@ -21,11 +21,14 @@ pub struct InputsConfig {
     pub etcd: Option<EtcdConfig>,
     /// A Kubernetes cluster's objects, as `k8s/<Kind>` documents plus mesh `Service`s.
     pub kubernetes: Option<KubernetesConfig>,
-    /// How often the directory is scanned, in ms (default 250).
+    /// How often the directory is polled when no file events can be had (inotify unavailable
+    /// or exhausted), in ms (default 250). With events, a change is seen as it is written, and
+    /// a full scan that catches lost events runs every 10 s, or every `interval_ms` if longer.
     pub interval_ms: u64,
-    /// How long a changed, added or deleted file must stay unchanged before the store sees
-    /// it, in ms (default 200): a file still being written is never published. `0` publishes
-    /// what each scan sees.
+    /// How long a change that no close or rename marks whole must stay unchanged before the
+    /// store sees it, in ms (default 200): under the polling fallback, for a writer that keeps
+    /// the file open, for a hard link. A file still being written is never published. `0`
+    /// publishes what each look sees.
     pub settle_ms: u64,
     /// Largest document file, in bytes (default 4 MiB); a larger one is refused and keeps its
     /// last good documents.
@@ -107,6 +110,18 @@ impl InputsConfig {
             if etcd.prefix.is_empty() {
                 return Err("inputs.etcd.prefix is empty: it would read all of etcd".into());
             }
+        }
+        let built_without = |source: &str| {
+            format!(
+                "inputs.{source} is configured, but this build of nebucloud-xds has no `{source}` \
+                 feature: build it with `--features {source}` (the binary's default has it)"
+            )
+        };
+        if self.etcd.is_some() && !cfg!(feature = "etcd") {
+            return Err(built_without("etcd"));
+        }
+        if self.kubernetes.is_some() && !cfg!(feature = "kubernetes") {
+            return Err(built_without("kubernetes"));
         }
         Ok(())
     }

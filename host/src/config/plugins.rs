@@ -34,10 +34,14 @@ fn empty_table() -> toml::Value {
 pub struct ReloadConfig {
     /// Reload a plugin when its file changes (default true).
     pub watch: bool,
-    /// How often plugin files are checked, in ms (default 250).
+    /// How often plugin files are polled when no file events can be had, in ms (default 250).
+    /// With events (inotify), a file closed after writing or renamed into place is loaded at
+    /// once.
     pub interval_ms: u64,
-    /// How long a changed file must stay unchanged before it is loaded, in ms (default
-    /// 1000): a file still being written is never loaded.
+    /// How long a change that no close or rename marks whole must stay unchanged before it
+    /// is loaded, in ms (default 1000): under the polling fallback, or for a writer that keeps
+    /// the file open. A torn file is refused by the load's checks and tried again at the next
+    /// change.
     pub settle_ms: u64,
     /// The directories a reload may read plugin files from, relative to this file (default:
     /// the directories of the configured plugin files). A file is read only if it is a

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::plugins::Document;
+use super::Document;
 
 /// A document file that could not be read: which file, and why.
 #[derive(Debug, Clone, thiserror::Error)]

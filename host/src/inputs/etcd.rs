@@ -11,7 +11,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, WatchOptions};
 
 use super::store::ETCD_SOURCE;
-use super::{InputLimits, InputStore, SourceHealth};
+use super::{DocKey, InputLimits, InputStore, SourceHealth};
 use mirror::{decode_all, KeyMirror};
 
 /// How long connecting, listing or starting a watch may take before etcd counts as away.
@@ -90,7 +90,7 @@ impl EtcdSource {
     /// lists again, so keys deleted meanwhile are removed.
     pub async fn run<F>(mut self, on_change: F)
     where
-        F: Fn(Vec<(String, String)>) + Send + Sync + 'static,
+        F: Fn(Vec<DocKey>) + Send + Sync + 'static,
     {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -108,7 +108,7 @@ impl EtcdSource {
         backoff: &mut Duration,
     ) -> Result<Infallible, EtcdUnavailable>
     where
-        F: Fn(Vec<(String, String)>),
+        F: Fn(Vec<DocKey>),
     {
         let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
@@ -136,7 +136,7 @@ impl EtcdSource {
 
     /// Reads every key under the prefix at one revision, reconciles the store with it, and
     /// returns that revision.
-    async fn list<F: Fn(Vec<(String, String)>)>(
+    async fn list<F: Fn(Vec<DocKey>)>(
         &mut self,
         client: &Client,
         on_change: &F,
@@ -174,7 +174,7 @@ impl EtcdSource {
 
     /// Applies changes from `start` on until the watch ends: `Ok` if etcd compacted past it
     /// (list again), an error if etcd went away.
-    async fn watch<F: Fn(Vec<(String, String)>)>(
+    async fn watch<F: Fn(Vec<DocKey>)>(
         &mut self,
         client: &Client,
         start: i64,
@@ -250,7 +250,7 @@ impl EtcdSource {
     }
 }
 
-fn notify<F: Fn(Vec<(String, String)>)>(on_change: &F, changed: Vec<(String, String)>) {
+fn notify<F: Fn(Vec<DocKey>)>(on_change: &F, changed: Vec<DocKey>) {
     if !changed.is_empty() {
         metrics::counter!("input_events_total", "source" => "etcd").increment(1);
         on_change(changed);

@@ -1,8 +1,14 @@
 //! The default input source: a directory of YAML/JSON files, each holding documents with a
-//! `kind` and a `name`. A changed file is read once it has stopped changing, within size and
-//! count limits; a file that does not parse or is over a limit keeps its last good documents.
+//! `kind` and a `name`. A changed file is read once it is whole (closed after writing, renamed
+//! into place) or has stopped changing, within size and count limits; a file that does not
+//! parse or is over a limit keeps its last good documents.
 
+mod changes;
 pub(crate) mod disk;
+pub(crate) mod events;
+mod watch;
+
+pub use watch::watch_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::Metadata;
@@ -12,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::limits::DocumentBudget;
 use super::store::FILE_SOURCE;
-use super::{parse_documents, DocumentFileError, InputLimits, InputStore, SourceHealth};
-use crate::plugins::Document;
+use super::{
+    parse_documents, DocKey, Document, DocumentFileError, InputLimits, InputStore, SourceHealth,
+};
 use disk::{files_under, read_listed, Refusal};
 
 /// What a scan sees of a file: a rewrite changes one or the other.
@@ -31,6 +38,12 @@ impl Stamp {
             len: meta.len(),
         })
     }
+
+    /// The stamp of the file `path` leads to (links followed); `None` if there is none.
+    /// Blocking.
+    fn at(path: &Path) -> Option<Stamp> {
+        Stamp::of(&std::fs::metadata(path).ok()?)
+    }
 }
 
 /// One file the source knows.
@@ -38,12 +51,13 @@ impl Stamp {
 struct Tracked {
     /// The stamp the store reflects (read, or refused for its content); `None` before.
     applied: Option<Stamp>,
-    /// A different stamp (`None`: the file is gone) and since when it has been seen.
+    /// A different stamp (`None`: the file is gone), not known whole, and since when it has
+    /// been seen: it is read once it has stayed so for the settle window.
     pending: Option<(Option<Stamp>, Instant)>,
 }
 
 /// A watched directory feeding an [`InputStore`]. Each file is its own store source
-/// (`file:<path under the directory>`).
+/// (`file:<path under the directory>`). [`watch_dir`] says when to look and at what.
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
@@ -54,6 +68,9 @@ pub struct DirSource {
     budget: DocumentBudget,
     /// Whether a scan has run: the first one trusts modification times (see `scan`).
     primed: bool,
+    /// Whether the last full scan found more files than `max_files`: then only a full scan
+    /// knows which are the first ones by path.
+    over_cap: bool,
 }
 
 impl DirSource {
@@ -82,6 +99,7 @@ impl DirSource {
             files: BTreeMap::new(),
             budget: DocumentBudget::new(limits.max_documents),
             primed: false,
+            over_cap: false,
         })
     }
 
@@ -92,21 +110,23 @@ impl DirSource {
 
     /// Reads into the store every file that changed (or went) and has since stayed unchanged
     /// for the settle window — at two scans that far apart, or, at the first scan, by its
-    /// modification time. Blocking file I/O: run it off the async runtime's workers. Returns
-    /// the changed keys and the errors of files refused (their last documents stay).
-    pub fn scan(&mut self) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
+    /// modification time. With no event to say a file is whole, that is the only sign it is.
+    /// Blocking file I/O: run it off the async runtime's workers. Returns the changed keys and
+    /// the errors of files refused (their last documents stay).
+    pub fn scan(&mut self) -> (Vec<DocKey>, Vec<DocumentFileError>) {
         let (listed, over) = self.list();
-        self.scan_listed(listed, over)
+        self.scan_listed(listed, over, &|_| false)
     }
 
     /// [`DirSource::scan`] with the listing made: its files and stamps, and how many there are
-    /// when over the cap. A file is read only if it is still as listed when read.
+    /// when over the cap. A file is read only if it is still as listed when read; one that
+    /// `whole` says is whole is read without settling.
     fn scan_listed(
         &mut self,
         listed: BTreeMap<PathBuf, Stamp>,
         over: Option<usize>,
-    ) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
-        let now = Instant::now();
+        whole: &dyn Fn(&Path) -> bool,
+    ) -> (Vec<DocKey>, Vec<DocumentFileError>) {
         let mut errors = Vec::new();
         let dir_entry = self.dir.display().to_string();
         match over {
@@ -124,15 +144,41 @@ impl DirSource {
             }
             None => self.health.valid(&dir_entry),
         }
+        self.over_cap = over.is_some();
         let paths: BTreeSet<PathBuf> = self.files.keys().chain(listed.keys()).cloned().collect();
+        let (changed, refused) = self.apply(paths, &listed, over.is_some(), whole);
+        errors.extend(refused);
+        if !self.primed {
+            self.primed = true;
+            self.health.synced();
+        }
+        (changed, errors)
+    }
+
+    /// Reads into the store each of `paths` that is not as the store reflects it and is whole
+    /// (by `whole`) or has settled, as `listed` shows it (absent: gone). `over_cap`: the
+    /// listing stopped at `max_files`, and a file it left out keeps what it had.
+    fn apply(
+        &mut self,
+        paths: impl IntoIterator<Item = PathBuf>,
+        listed: &BTreeMap<PathBuf, Stamp>,
+        over_cap: bool,
+        whole: &dyn Fn(&Path) -> bool,
+    ) -> (Vec<DocKey>, Vec<DocumentFileError>) {
+        let now = Instant::now();
+        let mut errors = Vec::new();
         let mut changed = Vec::new();
         for path in paths {
-            // Past the file cap a file is neither read nor forgotten: it keeps what it had.
-            if over.is_some() && !listed.contains_key(&path) && path.exists() {
+            // Past the file cap a file is neither read nor forgotten: it keeps what it had,
+            // and is not due to be looked at again.
+            if over_cap && !listed.contains_key(&path) && path.exists() {
+                if let Some(t) = self.files.get_mut(&path) {
+                    t.pending = None;
+                }
                 continue;
             }
             let seen = listed.get(&path).copied();
-            if !self.settled(&path, seen, now) {
+            if !self.settled(&path, seen, now, whole(&path)) {
                 continue;
             }
             let entry = path.display().to_string();
@@ -157,23 +203,23 @@ impl DirSource {
                     });
                     self.applied(&path, stamp);
                 }
-                // Retried at the next scan: a permission or a mount may come back.
+                // Retried at the next event for it or the next full scan: a permission or a
+                // mount may come back.
                 Err(Refusal::Io(reason)) => {
                     self.health.invalid(&entry, &reason);
+                    if let Some(t) = self.files.get_mut(&path) {
+                        t.pending = None;
+                    }
                     errors.push(DocumentFileError { path, reason });
                 }
                 // Rewritten since it was listed (what was read may be half of it): it settles
-                // again from now, as it is now.
+                // again from now, as it is now, unless its writer's close comes first.
                 Err(Refusal::Changed(now_as)) => {
                     if let Some(t) = self.files.get_mut(&path) {
                         t.pending = Some((Some(now_as), now));
                     }
                 }
             }
-        }
-        if !self.primed {
-            self.primed = true;
-            self.health.synced();
         }
         if !changed.is_empty() {
             metrics::counter!("input_events_total", "source" => "files").increment(1);
@@ -185,7 +231,7 @@ impl DirSource {
 
     /// Scans, and if a file is still settling, waits out the window once and scans again: the
     /// first read of a directory at start. A file still changing after that waits for the watch.
-    pub fn scan_settled(&mut self) -> (Vec<(String, String)>, Vec<DocumentFileError>) {
+    pub fn scan_settled(&mut self) -> (Vec<DocKey>, Vec<DocumentFileError>) {
         let (mut changed, mut errors) = self.scan();
         if self.files.values().any(|t| t.pending.is_some()) {
             std::thread::sleep(self.limits.settle + Duration::from_millis(10));
@@ -200,9 +246,9 @@ impl DirSource {
         (changed, errors)
     }
 
-    /// Whether `path`, now seen as `seen`, differs from what the store reflects and has stayed
-    /// so for the settle window.
-    fn settled(&mut self, path: &Path, seen: Option<Stamp>, now: Instant) -> bool {
+    /// Whether `path`, now seen as `seen`, differs from what the store reflects and is
+    /// `whole` or has stayed so for the settle window.
+    fn settled(&mut self, path: &Path, seen: Option<Stamp>, now: Instant, whole: bool) -> bool {
         let (first_scan, settle) = (!self.primed, self.limits.settle);
         let tracked = self.files.entry(path.to_owned()).or_default();
         if seen == tracked.applied {
@@ -211,6 +257,9 @@ impl DirSource {
                 self.files.remove(path);
             }
             return false;
+        }
+        if whole {
+            return true;
         }
         let since = match tracked.pending {
             Some((pending, since)) if pending == seen => since,
@@ -256,10 +305,7 @@ impl DirSource {
         all.truncate(self.limits.max_files);
         let listed = all
             .into_iter()
-            .filter_map(|p| {
-                let stamp = Stamp::of(&std::fs::metadata(&p).ok()?)?;
-                Some((p, stamp))
-            })
+            .filter_map(|p| Some((p.clone(), Stamp::at(&p)?)))
             .collect();
         (listed, over)
     }
@@ -267,37 +313,6 @@ impl DirSource {
     fn source(&self, path: &Path) -> String {
         let relative = path.strip_prefix(&self.dir).unwrap_or(path);
         format!("{FILE_SOURCE}{}", relative.display())
-    }
-}
-
-/// Scans `source` every `interval` on a blocking thread (never on the runtime's workers) and
-/// calls `on_change` with the keys that changed. Polling (not inotify) so that editors'
-/// rename-into-place saves and network filesystems behave the same; the interval plus the
-/// settle window bound the latency.
-pub async fn watch_dir(
-    mut source: DirSource,
-    interval: Duration,
-    on_change: impl Fn(Vec<(String, String)>) + Send + 'static,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let scanned = tokio::task::spawn_blocking(move || {
-            let (changed, _errors) = source.scan();
-            (source, changed)
-        })
-        .await;
-        let Ok((back, changed)) = scanned else {
-            tracing::error!(
-                "the input directory scan panicked; the directory is no longer watched"
-            );
-            return;
-        };
-        source = back;
-        if !changed.is_empty() {
-            on_change(changed);
-        }
     }
 }
 

@@ -81,6 +81,7 @@ impl SourceHealth {
 
     /// The source lost its connection: an ambient error. Logged and counted; the store keeps
     /// the documents.
+    #[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
     pub(crate) fn lost(&self, error: &dyn Display) {
         self.status.send_modify(|s| {
             let log = s.connected || s.last_error.is_none();

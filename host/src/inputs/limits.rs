@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Default settle window of a changed file: a little under one scan interval, so an edit is
-/// published on the scan after the one that saw it.
+/// Default settle window of a change no file event marks whole (the polling fallback, a writer
+/// that keeps the file open): a little under one poll interval, so such an edit is published
+/// on the poll after the one that saw it.
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(200);
 /// Default largest document file.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 20;
@@ -20,8 +21,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 << 10;
 /// and the limit, and keeps its last good documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputLimits {
-    /// How long a changed (or deleted) file must stay unchanged before the store sees it; zero
-    /// publishes what each scan sees.
+    /// How long a change that no close or rename marks whole must stay unchanged before the
+    /// store sees it; zero publishes what each look sees.
     pub settle: Duration,
     /// Largest document file read, in bytes.
     pub max_file_bytes: u64,

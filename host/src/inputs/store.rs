@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::plugins::{Document, InputView};
+use super::{DocKey, Document, InputView};
 
 /// The prefix of a file's store source: `file:<path relative to the directory>`.
 pub(crate) const FILE_SOURCE: &str = "file:";
@@ -20,8 +20,6 @@ pub(crate) const FILE_SOURCE: &str = "file:";
 pub(crate) const ETCD_SOURCE: &str = "etcd:";
 /// The prefix of a Kubernetes object's store source: `k8s:<Kind>:<namespace>/<name>`.
 pub(crate) const KUBERNETES_SOURCE: &str = "k8s:";
-
-type Key = (String, String);
 
 /// Source classes in precedence order: a definition from a later class wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,11 +76,11 @@ pub struct Conflict {
 
 #[derive(Debug, Default)]
 struct Inner {
-    docs: BTreeMap<Key, Definitions>,
+    docs: BTreeMap<DocKey, Definitions>,
     /// The keys each source defines, so that replacing a source touches only its own keys.
-    by_source: HashMap<Arc<str>, BTreeSet<Key>>,
+    by_source: HashMap<Arc<str>, BTreeSet<DocKey>>,
     /// Keys with more than one definition.
-    conflicts: BTreeSet<Key>,
+    conflicts: BTreeSet<DocKey>,
 }
 
 /// Every input document, from every source. Reads and writes are short critical sections on a
@@ -103,18 +101,18 @@ impl InputStore {
     /// file; of two documents with one key in it, the last counts). Returns, sorted, exactly
     /// the keys whose content in effect changed, appeared or disappeared: a definition that
     /// is not the winner changes nothing, and removing the winner falls back to the next one.
-    pub fn replace_source(&self, source: &str, docs: Vec<Document>) -> Vec<(String, String)> {
+    pub fn replace_source(&self, source: &str, docs: Vec<Document>) -> Vec<DocKey> {
         let (changed, new_conflicts) = {
             let Ok(mut inner) = self.inner.write() else {
                 return Vec::new();
             };
             let rank = Rank::of(source);
-            let mut fresh: BTreeMap<Key, Arc<str>> = docs
+            let mut fresh: BTreeMap<DocKey, Arc<str>> = docs
                 .into_iter()
-                .map(|d| ((d.kind, d.name), d.json))
+                .map(|d| (DocKey::new(d.kind, d.name), d.json))
                 .collect();
             let old = inner.by_source.remove(source).unwrap_or_default();
-            let keys: BTreeSet<Key> = fresh.keys().cloned().collect();
+            let keys: BTreeSet<DocKey> = fresh.keys().cloned().collect();
             let mut changed = Vec::new();
             let mut new_conflicts = Vec::new();
             for key in old.union(&keys) {
@@ -169,7 +167,7 @@ impl InputStore {
 impl Inner {
     /// Sets (or with `None` removes) `rank`'s definition of `key`. Returns whether the content
     /// in effect changed, and whether this made `rank` join other definitions of the key.
-    fn define(&mut self, key: &Key, rank: &Rank, json: Option<Arc<str>>) -> (bool, bool) {
+    fn define(&mut self, key: &DocKey, rank: &Rank, json: Option<Arc<str>>) -> (bool, bool) {
         let defs = self.docs.entry(key.clone()).or_default();
         let before = defs.last_key_value().map(|(_, j)| Arc::clone(j));
         let joined = match json {
@@ -191,12 +189,12 @@ impl Inner {
         (before != after, joined)
     }
 
-    fn conflict(&self, key: &Key) -> Option<Conflict> {
+    fn conflict(&self, key: &DocKey) -> Option<Conflict> {
         let defs = self.docs.get(key).filter(|d| d.len() > 1)?;
         let (winner, json) = defs.last_key_value()?;
         Some(Conflict {
-            kind: key.0.clone(),
-            name: key.1.clone(),
+            kind: key.kind.clone(),
+            name: key.name.clone(),
             sources: defs.keys().rev().map(|r| r.source.to_string()).collect(),
             winner: winner.source.to_string(),
             identical: defs.values().all(|j| j == json),
@@ -204,11 +202,11 @@ impl Inner {
     }
 }
 
-fn document(key: &Key, defs: &Definitions) -> Option<Document> {
+fn document(key: &DocKey, defs: &Definitions) -> Option<Document> {
     let (_, json) = defs.last_key_value()?;
     Some(Document {
-        kind: key.0.clone(),
-        name: key.1.clone(),
+        kind: key.kind.clone(),
+        name: key.name.clone(),
         json: Arc::clone(json),
     })
 }
@@ -216,7 +214,7 @@ fn document(key: &Key, defs: &Definitions) -> Option<Document> {
 impl InputView for InputStore {
     fn get(&self, kind: &str, name: &str) -> Option<Document> {
         let inner = self.inner.read().ok()?;
-        let key = (kind.to_owned(), name.to_owned());
+        let key = DocKey::new(kind, name);
         document(&key, inner.docs.get(&key)?)
     }
 
@@ -226,8 +224,8 @@ impl InputView for InputStore {
         };
         inner
             .docs
-            .range((kind.to_owned(), String::new())..)
-            .take_while(|((k, _), _)| k == kind)
+            .range(DocKey::new(kind, String::new())..)
+            .take_while(|(key, _)| key.kind == kind)
             .filter_map(|(key, defs)| document(key, defs))
             .collect()
     }
@@ -253,8 +251,8 @@ mod tests {
         }
     }
 
-    fn key(kind: &str, name: &str) -> Vec<(String, String)> {
-        vec![(kind.to_owned(), name.to_owned())]
+    fn key(kind: &str, name: &str) -> Vec<DocKey> {
+        vec![DocKey::new(kind, name)]
     }
 
     fn web(s: &InputStore) -> String {

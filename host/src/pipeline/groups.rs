@@ -6,7 +6,8 @@ use std::time::{Instant, SystemTime};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use serde::Serialize;
 
-use crate::plugins::{PluginRunError, Reads};
+use crate::inputs::{DocKey, Reads};
+use crate::plugins::PluginRunError;
 
 /// A node group as the pipeline sees it.
 #[derive(Debug, Clone)]
@@ -48,10 +49,10 @@ impl GroupRecord {
         }
     }
 
-    /// Whether a change of `kind`/`name` makes this group's resources stale. A group that
+    /// Whether a change of document `key` makes this group's resources stale. A group that
     /// never ran depends on everything.
-    pub(crate) fn affected_by(&self, kind: &str, name: &str) -> bool {
-        self.reads.as_ref().is_none_or(|r| r.depends_on(kind, name))
+    pub(crate) fn affected_by(&self, key: &DocKey) -> bool {
+        self.reads.as_ref().is_none_or(|r| r.depends_on(key))
     }
 }
 
@@ -88,7 +89,7 @@ impl GroupStatus {
                     .kinds
                     .iter()
                     .map(|k| format!("{k}/*"))
-                    .chain(reads.documents.iter().map(|(k, n)| format!("{k}/{n}")))
+                    .chain(reads.documents.iter().map(ToString::to_string))
                     .collect()
             })
             .unwrap_or_default();

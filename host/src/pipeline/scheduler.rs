@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use futures::StreamExt;
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::groups::{GroupRecord, GroupStatus};
 use crate::cache::Cache;
-use crate::plugins::{ChainOutput, InputView, PluginChain, PluginRunError, Reads};
+use crate::inputs::{DocKey, InputView, Reads};
+use crate::plugins::{ChainOutput, PluginChain, PluginRunError};
 
 /// How changes are coalesced and how much runs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +60,10 @@ pub(super) enum Event {
     /// A group is new (or its node changed): compute now, no debounce.
     Demand(String),
     /// Input documents changed.
-    Changed(Vec<(String, String)>),
+    Changed(Vec<DocKey>),
     /// Everything must be recomputed (the chain changed).
     All,
-    /// A new chain was installed with results already computed by it (a reload's canary) at
+    /// A new chain was installed with results already computed by it (a reload's trial) at
     /// input generation `generation`: published as they are if no input changed since,
     /// every other group recomputed.
     Install {
@@ -73,18 +73,9 @@ pub(super) enum Event {
     },
 }
 
-/// One group as a canary run sees it.
-#[derive(Debug, Clone)]
-pub struct CanaryTarget {
-    /// The group.
-    pub group: String,
-    /// The node it is computed for.
-    pub node: Node,
-}
-
 pub(super) struct Inner {
     pub(super) cache: Cache,
-    chain: ArcSwap<PluginChain>,
+    pub(super) chain: ArcSwap<PluginChain>,
     inputs: Arc<dyn InputView>,
     pub(super) groups: DashMap<String, GroupRecord>,
     pub(super) events: mpsc::UnboundedSender<Event>,
@@ -138,7 +129,7 @@ impl Pipeline {
     }
 
     /// Input documents changed: recompute the groups whose last run read any of them.
-    pub fn inputs_changed(&self, keys: Vec<(String, String)>) {
+    pub fn inputs_changed(&self, keys: Vec<DocKey>) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let _ = self.inner.events.send(Event::Changed(keys));
     }
@@ -159,26 +150,6 @@ impl Pipeline {
     pub fn set_chain(&self, chain: PluginChain) {
         self.inner.chain.store(Arc::new(chain));
         self.recompute_all();
-    }
-
-    /// Replaces the plugin chain with one whose results for some groups are already known:
-    /// `results`, computed by `chain` when the input generation was `generation`. If no input
-    /// changed since and `chain` is still the installed one when they are processed, they are
-    /// published as they are and only the other groups run; otherwise every group is
-    /// recomputed, as [`Pipeline::set_chain`] does.
-    pub fn install_chain(
-        &self,
-        chain: PluginChain,
-        generation: u64,
-        results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
-    ) {
-        let chain = Arc::new(chain);
-        self.inner.chain.store(Arc::clone(&chain));
-        let _ = self.inner.events.send(Event::Install {
-            chain,
-            generation,
-            results,
-        });
     }
 
     /// The current chain.
@@ -204,18 +175,6 @@ impl Pipeline {
             .groups
             .get(group)
             .map(|r| GroupStatus::of(group, &r))
-    }
-
-    /// Every group with its node: what a canary run covers.
-    pub fn canary_targets(&self) -> Vec<CanaryTarget> {
-        self.inner
-            .groups
-            .iter()
-            .map(|e| CanaryTarget {
-                group: e.key().clone(),
-                node: e.value().node.clone(),
-            })
-            .collect()
     }
 
     /// How many groups compute at once.
@@ -288,7 +247,7 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         }
         let mut groups = demand;
         for entry in inner.groups.iter() {
-            if all || changed.iter().any(|(k, n)| entry.value().affected_by(k, n)) {
+            if all || changed.iter().any(|key| entry.value().affected_by(key)) {
                 groups.insert(entry.key().clone());
             }
         }

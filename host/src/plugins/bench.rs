@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 use super::engine::{EngineOptions, PluginEngine};
-use super::inputs::InputView;
 use super::limits::PluginLimits;
 use super::plugin::{Plugin, PluginFault, PluginLoadError};
 use crate::cache::Resource;
+use crate::inputs::InputView;
 
 /// How long and how much to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,8 +136,8 @@ impl std::fmt::Display for BenchReport {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The engine could not start.
-    #[error("plugin engine: {0}")]
-    Engine(String),
+    #[error("plugin engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
     /// The plugin does not load.
     #[error(transparent)]
     Load(#[from] PluginLoadError),
@@ -161,7 +161,7 @@ pub fn bench_plugin(
             fuel,
             ..EngineOptions::default()
         })
-        .map_err(|e| BenchError::Engine(format!("{e:#}")))
+        .map_err(BenchError::Engine)
     };
     let serving = engine(false)?;
     let plugin = Plugin::load(&serving, "bench", wasm, config, options.limits)?;
@@ -203,7 +203,25 @@ pub fn bench_plugin(
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn an_engine_error_is_the_source_and_reads_as_before() {
+        let cause = || wasmtime::Error::msg("out of address space").context("pooling allocator");
+        let err = BenchError::Engine(cause());
+        // What `BenchError::Engine(format!("{e:#}"))` displayed.
+        assert_eq!(err.to_string(), format!("plugin engine: {:#}", cause()));
+        assert_eq!(
+            err.to_string(),
+            "plugin engine: pooling allocator: out of address space"
+        );
+        assert_eq!(
+            err.source().map(ToString::to_string).as_deref(),
+            Some("pooling allocator")
+        );
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

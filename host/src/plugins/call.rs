@@ -9,9 +9,9 @@ use wasmtime::component::{HasSelf, Linker, WasmStr};
 use wasmtime::StoreContextMut;
 
 use super::bindings::nebucloud::xds::types::{self, Document as WitDocument, Level};
-use super::inputs::{Document, InputView, Reads};
 use super::limits::{MemoryCap, PluginLimits, MAX_KIND_BYTES, MAX_NAME_BYTES};
 use super::plugin::{PluginFault, CONTRACT};
+use crate::inputs::{DocKey, Document, InputView, Reads};
 use log::{cut, CallLog, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_LINES};
 
 /// Store data: everything a host import may touch during one call.
@@ -101,9 +101,9 @@ impl CallState {
     /// `get`: records the read (within budget) and hands over the document (within budget).
     fn get(&mut self, kind: String, name: String) -> Result<Option<WitDocument>, PluginFault> {
         let doc = self.inputs.get(&kind, &name);
-        let key = (kind, name);
+        let key = DocKey { kind, name };
         if !self.reads.documents.contains(&key) {
-            self.charge_read("get", key.0.len() + key.1.len())?;
+            self.charge_read("get", key.kind.len() + key.name.len())?;
             self.reads.documents.insert(key);
         }
         Ok(self.hand_over("get", doc.into_iter().collect())?.pop())
@@ -272,7 +272,7 @@ fn refuse<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::StaticInputs;
+    use crate::inputs::StaticInputs;
 
     fn state(limits: PluginLimits, inputs: StaticInputs) -> CallState {
         CallState::new("p".into(), limits, Arc::new(inputs))

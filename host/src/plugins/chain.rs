@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
-use super::inputs::{InputView, Reads};
 use super::plugin::{CallReport, Plugin, PluginFault};
 use crate::cache::{is_valid_type_url, Resource, ResourceSet};
+use crate::inputs::{InputView, Reads};
 use crate::schema::{Schema, SchemaError};
 
 /// A plugin run that produced no resources: which plugin, which node, and why.

@@ -87,7 +87,7 @@ impl PluginEngine {
                     }
                 }
             })
-            .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
+            .map_err(|e| wasmtime::Error::new(e).context("cannot start the epoch thread"))?;
         Ok(PluginEngine {
             engine,
             options,

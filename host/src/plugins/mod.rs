@@ -6,7 +6,7 @@ mod bench;
 mod call;
 mod chain;
 mod engine;
-mod inputs;
+mod host;
 mod limits;
 mod plugin;
 mod slots;
@@ -24,7 +24,7 @@ mod bindings {
 pub use bench::{bench_plugin, BenchError, BenchOptions, BenchReport, Latency};
 pub use chain::{ChainOutput, PluginChain, PluginRunError};
 pub use engine::{EngineOptions, PluginEngine};
-pub use inputs::{Document, InputView, Reads, StaticInputs};
+pub use host::{ChainHost, ChainTrial, TrialFuture};
 pub use limits::PluginLimits;
 pub use plugin::{
     CallReport, Plugin, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,

@@ -14,10 +14,10 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use super::bindings::{self, PluginPre};
 use super::call::{add_to_linker, CallState};
 use super::engine::{PluginEngine, EPOCH_TICK};
-use super::inputs::{InputView, Reads, StaticInputs};
 use super::limits::PluginLimits;
 use super::stdio;
 use crate::cache::Resource;
+use crate::inputs::{InputView, Reads, StaticInputs};
 pub use report::{CallReport, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot};
 use sandbox::{check_import, define_random, with_sandbox_hint};
 
@@ -67,24 +67,28 @@ impl Plugin {
     ) -> Result<Self, PluginLoadError> {
         // Said here in one line: the parser's own message dumps the first bytes over lines.
         if !wasm.starts_with(b"\0asm") {
-            return Err(PluginLoadError::NotAComponent(
-                "not WebAssembly at all: the file does not start with `\\0asm`".into(),
-            ));
+            return Err(PluginLoadError::NotAComponent {
+                reason: "not WebAssembly at all: the file does not start with `\\0asm`".into(),
+                source: None,
+            });
         }
         if wasm.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(PluginLoadError::NotAComponent(
-                "this is a core wasm module".into(),
-            ));
+            return Err(PluginLoadError::NotAComponent {
+                reason: "this is a core wasm module".into(),
+                source: None,
+            });
         }
-        let component = Component::new(engine.engine(), wasm)
-            .map_err(|e| PluginLoadError::NotAComponent(format!("{e:#}")))?;
+        let component =
+            Component::new(engine.engine(), wasm).map_err(|e| PluginLoadError::NotAComponent {
+                reason: format!("{e:#}"),
+                source: Some(e),
+            })?;
         let mut linker = Linker::<CallState>::new(engine.engine());
-        add_to_linker(&mut linker).map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+        add_to_linker(&mut linker).map_err(PluginLoadError::Exports)?;
         for (import, _) in component.component_type().imports(engine.engine()) {
             check_import(import)?;
             if import.starts_with("wasi:random/") {
-                define_random(&mut linker, import)
-                    .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+                define_random(&mut linker, import).map_err(PluginLoadError::Exports)?;
             } else if import.starts_with("wasi:") {
                 linker
                     .instance(import)
@@ -92,16 +96,16 @@ impl Plugin {
                         stdio::define_resources(&mut inst)?;
                         stdio::define(&mut inst, import)
                     })
-                    .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+                    .map_err(PluginLoadError::Exports)?;
             }
         }
         linker
             .define_unknown_imports_as_traps(&component)
-            .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+            .map_err(PluginLoadError::Exports)?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
-            .map_err(|e| PluginLoadError::Exports(format!("{e:#}")))?;
+            .map_err(PluginLoadError::Exports)?;
         let plugin = Plugin {
             name: name.into(),
             hash: content_hash(wasm),
@@ -115,15 +119,7 @@ impl Plugin {
         // Canary: one instance must come up and accept its config.
         let warm = plugin
             .instantiate(Arc::new(StaticInputs::new()))
-            .map_err(|f| {
-                PluginLoadError::Init(match f {
-                    // "init failed: init: …" says init once too often.
-                    PluginFault::Returned(m) => {
-                        m.strip_prefix("init: ").map_or(m.clone(), str::to_owned)
-                    }
-                    other => other.to_string(),
-                })
-            })?;
+            .map_err(PluginLoadError::Init)?;
         plugin.release(warm);
         Ok(plugin)
     }

@@ -1,161 +1,48 @@
 //! The plugins of a running server, by position in the chain, with their versions: hot
-//! reload (compile → contract check → canary over the current groups → atomic swap), explicit
-//! rollback, and the status operators see.
+//! reload (compile → contract check → trial over the live groups, run by the chain's host →
+//! atomic swap), explicit rollback, and the status operators see.
+
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
-use super::chain::{ChainOutput, PluginChain, PluginRunError};
+use super::chain::PluginChain;
 use super::engine::PluginEngine;
+use super::host::ChainHost;
 use super::limits::PluginLimits;
-use super::plugin::{Plugin, PluginStatsSnapshot};
+use super::plugin::Plugin;
 use super::watch::{FileRefusal, PluginFileRules};
-use crate::pipeline::Pipeline;
-use crate::xds::unix_now;
-
-/// What a successful canary computed: every group's result with the new chain, and the input
-/// generation they were computed at.
-struct Canary {
-    generation: u64,
-    results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
-}
-
-/// A version that was offered and refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rejected {
-    /// The refused file's content hash.
-    pub hash: String,
-    /// Why.
-    pub error: String,
-    /// When, in seconds since the Unix epoch.
-    pub at_unix_secs: u64,
-}
+pub use status::{PluginStatus, Rejected, ReloadError, ReloadOutcome};
 
 /// One position of the chain.
 #[derive(Debug)]
 struct Slot {
     name: String,
+    /// The plugin's file: what the file watch follows and a reload without a path reads.
     path: PathBuf,
     config: serde_json::Value,
     limits: PluginLimits,
     current: Arc<Plugin>,
+    /// The file the serving version was read from: `path`, or the file of a one-off reload.
+    serving_from: PathBuf,
     loaded_at: u64,
-    previous: Option<Arc<Plugin>>,
+    previous: Option<(Arc<Plugin>, PathBuf)>,
     rejected: Option<Rejected>,
     loads: u64,
 }
 
-/// What operators see of a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PluginStatus {
-    /// Its name.
-    pub name: String,
-    /// Its file.
-    pub path: String,
-    /// The serving version (content hash).
-    pub version: String,
-    /// When it was loaded, in seconds since the Unix epoch.
-    pub loaded_at_unix_secs: u64,
-    /// The version a rollback returns to.
-    pub previous_version: Option<String>,
-    /// The last version refused, and why.
-    pub rejected: Option<Rejected>,
-    /// How many versions were loaded into service since start.
-    pub loads: u64,
-    /// Calls, errors, time and instructions of the serving version.
-    pub stats: PluginStatsSnapshot,
-}
-
-/// Why a reload or rollback did not happen; the old version keeps serving.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReloadError {
-    /// No plugin has that name.
-    #[error("no plugin is named {0:?}")]
-    UnknownPlugin(String),
-    /// The new file could not be read, compiled, checked or initialised.
-    #[error("plugin {name}: new version {hash} refused: {reason}")]
-    Refused {
-        /// The plugin.
-        name: String,
-        /// The refused file's hash.
-        hash: String,
-        /// Why.
-        reason: String,
-    },
-    /// The file is outside the plugin directories (`[reload] plugin_dirs`) once symlinks are
-    /// resolved: nothing was opened.
-    #[error("plugin {name}: {reason}")]
-    OutsidePluginDirs {
-        /// The plugin.
-        name: String,
-        /// The path and the directories.
-        reason: String,
-    },
-    /// The file was not read: not a regular file, larger than `[reload] max_plugin_bytes`,
-    /// not read within `[reload] read_timeout_ms`, or refused by the OS.
-    #[error("plugin {name}: {reason}")]
-    FileRefused {
-        /// The plugin.
-        name: String,
-        /// Which rule refused which path.
-        reason: String,
-    },
-    /// An earlier read of a plugin file is still blocked past `[reload] read_timeout_ms`:
-    /// nothing was read, and nothing is recorded; the file watch tries again.
-    #[error("plugin {name}: {reason}")]
-    ReadInFlight {
-        /// The plugin.
-        name: String,
-        /// The path and the limit.
-        reason: String,
-    },
-    /// A plugin directory (`[reload] plugin_dirs`, or by default the directory of a plugin
-    /// file) is a filesystem root: every file would be a plugin file.
-    #[error(
-        "{dir} is a filesystem root, which would make every file a plugin file: put the \
-         plugins in a directory of their own and name it in reload.plugin_dirs"
-    )]
-    RootPluginDir {
-        /// The directory, as given.
-        dir: String,
-    },
-    /// There is no previous version to roll back to.
-    #[error("plugin {0} has no previous version")]
-    NoPrevious(String),
-    /// Another reload or rollback is under way; one runs at a time.
-    #[error("another plugin reload or rollback is in progress; try again when it is done")]
-    Busy,
-    /// The plugin slots were left inconsistent by a panic: no chain is built from them.
-    #[error("the plugin slots are unreadable after an internal fault; restart the server")]
-    Unavailable,
-}
-
-/// The result of a reload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReloadOutcome {
-    /// The file is the version already serving.
-    Unchanged,
-    /// The new version serves.
-    Swapped {
-        /// Its hash.
-        version: String,
-    },
-}
-
-/// The chain's plugins and their versions, driving a [`Pipeline`].
+/// The chain's plugins and their versions, driving the [`ChainHost`] that serves the chain.
 #[derive(Clone)]
 pub struct PluginSlots {
     engine: PluginEngine,
-    pipeline: Pipeline,
+    host: Arc<dyn ChainHost>,
     slots: Arc<Mutex<Vec<Slot>>>,
     /// Which files a reload may read.
     files: Arc<PluginFileRules>,
-    /// Set while a reload or rollback runs: one at a time, so that a canary's chain is never
+    /// Set while a reload or rollback runs: one at a time, so that a trial's chain is never
     /// built from slots another swap changes meanwhile (a flag, not a lock held across awaits).
     busy: Arc<AtomicBool>,
 }
@@ -198,9 +85,9 @@ impl PluginSlots {
     /// How long reading a plugin file may take unless told otherwise: 10 s.
     pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// Slots for the plugins the pipeline's chain was started with. Reloads read regular
+    /// Slots for the plugins the chain `host` serves was started with. Reloads read regular
     /// files from the directories of `specs`' files, up to the default size and time.
-    pub fn new(engine: PluginEngine, pipeline: Pipeline, specs: Vec<SlotSpec>) -> Self {
+    pub fn new(engine: PluginEngine, host: impl ChainHost, specs: Vec<SlotSpec>) -> Self {
         let now = unix_now();
         let (max_bytes, timeout) = (Self::DEFAULT_MAX_PLUGIN_BYTES, Self::DEFAULT_READ_TIMEOUT);
         let files = PluginFileRules::new(
@@ -216,6 +103,7 @@ impl PluginSlots {
             .into_iter()
             .map(|s| Slot {
                 name: s.name,
+                serving_from: s.path.clone(),
                 path: s.path,
                 config: s.config,
                 limits: s.limits,
@@ -228,7 +116,7 @@ impl PluginSlots {
             .collect();
         PluginSlots {
             engine,
-            pipeline,
+            host: Arc::new(host),
             slots: Arc::new(Mutex::new(slots)),
             files: Arc::new(files),
             busy: Arc::new(AtomicBool::new(false)),
@@ -254,7 +142,7 @@ impl PluginSlots {
         let files = PluginFileRules::new(dirs, max_bytes, read_timeout)?;
         for (name, path) in &paths {
             if let Err(refusal @ FileRefusal::OutsideDirs { .. }) = files.admit(path) {
-                return Err(file_error(name, refusal));
+                return Err(ReloadError::file(name, refusal));
             }
         }
         self.files = Arc::new(files);
@@ -271,9 +159,10 @@ impl PluginSlots {
             .map(|s| PluginStatus {
                 name: s.name.clone(),
                 path: s.path.display().to_string(),
+                serving_path: s.serving_from.display().to_string(),
                 version: s.current.hash().to_owned(),
                 loaded_at_unix_secs: s.loaded_at,
-                previous_version: s.previous.as_ref().map(|p| p.hash().to_owned()),
+                previous_version: s.previous.as_ref().map(|(p, _)| p.hash().to_owned()),
                 rejected: s.rejected.clone(),
                 loads: s.loads,
                 stats: s.current.stats().snapshot(),
@@ -289,13 +178,35 @@ impl PluginSlots {
             .unwrap_or_default()
     }
 
-    /// Loads a new version of plugin `name` (from `path`, or its current file), checks it, runs
-    /// the new chain over every current group as a canary, and only then swaps it in and
-    /// recomputes. Any failure keeps the old version serving and is recorded.
+    /// Loads a new version of plugin `name` (from `path`, or its file), checks it, has the
+    /// host try the new chain over every live group, and only then swaps it in. Any failure
+    /// keeps the old version serving and is recorded. A `path` is a one-off: the plugin's file
+    /// stays what the watch follows, so the next change of that file (or a reload without a
+    /// path) replaces this version. [`PluginSlots::reload_and_persist`] re-points the plugin.
     pub async fn reload(
         &self,
         name: &str,
         path: Option<&Path>,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        self.reload_from(name, path, false).await
+    }
+
+    /// Reloads plugin `name` from `path`, as [`PluginSlots::reload`] does, and makes `path`
+    /// the plugin's file from then on (for the life of the process: the config file is not
+    /// changed): the file watch follows it, and later changes of the old file are ignored.
+    pub async fn reload_and_persist(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        self.reload_from(name, Some(path), true).await
+    }
+
+    async fn reload_from(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+        persist: bool,
     ) -> Result<ReloadOutcome, ReloadError> {
         let _busy = BusyGuard::take(&self.busy)?;
         let (file, config, limits, current_hash) = self.with_slot(name, |slot| {
@@ -310,16 +221,17 @@ impl PluginSlots {
             Ok(w) => w,
             // Not this version's fault: not recorded as refused.
             Err(refusal @ FileRefusal::ReadInFlight { .. }) => {
-                return Err(file_error(name, refusal))
+                return Err(ReloadError::file(name, refusal))
             }
             Err(refusal) => {
                 // Recorded in the status like any refused version; the answer names the rule.
                 self.refuse(name, String::new(), refusal.to_string());
-                return Err(file_error(name, refusal));
+                return Err(ReloadError::file(name, refusal));
             }
         };
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&wasm));
         if hash == current_hash {
+            self.record_paths(name, &file, persist);
             return Ok(ReloadOutcome::Unchanged);
         }
         let engine = self.engine.clone();
@@ -336,11 +248,13 @@ impl PluginSlots {
         let Some(candidate) = self.chain_with(name, &plugin) else {
             return Err(ReloadError::Unavailable);
         };
-        let canary = match self.canary(name, &candidate).await {
-            Ok(c) => c,
+        let trial = match self.host.trial(candidate, name).await {
+            Ok(t) => t,
             Err(reason) => return Err(self.refuse(name, hash, reason)),
         };
-        self.install(name, plugin, Some(file), candidate, Some(canary));
+        self.record_swap(name, plugin, file.clone());
+        self.record_paths(name, &file, persist);
+        trial.commit();
         metrics::counter!("plugin_reloads_total", "plugin" => name.to_owned(), "result" => "swapped").increment(1);
         tracing::info!(plugin = name, version = %hash, "plugin reloaded");
         Ok(ReloadOutcome::Swapped { version: hash })
@@ -349,7 +263,7 @@ impl PluginSlots {
     /// Puts the previous version of `name` back into service.
     pub fn rollback(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
         let _busy = BusyGuard::take(&self.busy)?;
-        let previous = self.with_slot(name, |slot| {
+        let (previous, from) = self.with_slot(name, |slot| {
             slot.previous
                 .clone()
                 .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))
@@ -358,7 +272,8 @@ impl PluginSlots {
             .chain_with(name, &previous)
             .ok_or(ReloadError::Unavailable)?;
         let version = previous.hash().to_owned();
-        self.install(name, previous, None, chain, None);
+        self.record_swap(name, previous, from);
+        self.host.set_chain(chain);
         tracing::info!(plugin = name, %version, "plugin rolled back");
         Ok(ReloadOutcome::Swapped { version })
     }
@@ -393,102 +308,30 @@ impl PluginSlots {
         ))
     }
 
-    /// Runs `candidate` for every current group, spread over the pipeline's parallelism, and
-    /// fails if the new version breaks any group that works now: a group fails with the new
-    /// chain (the new plugin faults, or a later one refuses its output) while the current chain
-    /// succeeds on the same group and inputs. A group that fails with both (bad metadata,
-    /// inputs that changed under it) cannot block a reload. On success the results are kept,
-    /// to be published as they are.
-    async fn canary(&self, name: &str, candidate: &PluginChain) -> Result<Canary, String> {
-        // Read before the inputs: results stand only if no input changed after this point.
-        let generation = self.pipeline.input_generation();
-        let targets = self.pipeline.canary_targets();
-        let inputs = self.pipeline.inputs();
-        let current = self.pipeline.chain();
-        let parallelism = self.pipeline.parallelism().max(1);
-        let chunk = targets.len().div_ceil(parallelism).max(1);
-        // Set on the first refusal: the other chunks stop at their next group.
-        let refused = Arc::new(AtomicBool::new(false));
-        let mut tasks = tokio::task::JoinSet::new();
-        for part in targets.chunks(chunk) {
-            let (part, chain, inputs) = (part.to_vec(), candidate.clone(), Arc::clone(&inputs));
-            let (current, refused) = (Arc::clone(&current), Arc::clone(&refused));
-            let plugin = name.to_owned();
-            tasks.spawn_blocking(move || {
-                let mut results = Vec::with_capacity(part.len());
-                for t in part {
-                    if refused.load(Ordering::Relaxed) {
-                        return Err(String::new());
-                    }
-                    let result = chain.run(&t.node, Arc::clone(&inputs));
-                    // Only a group the current chain serves on the same inputs can refuse the
-                    // new version: one that already fails (bad metadata, inputs that changed
-                    // under it) says nothing about the new version.
-                    let blame = match &result {
-                        Ok(_) => None,
-                        Err(e) if current.run(&t.node, Arc::clone(&inputs)).is_ok() => {
-                            Some(if e.plugin == plugin {
-                                format!("canary on group {}: {e}", t.group)
-                            } else {
-                                format!(
-                                    "canary on group {}: with this version of {plugin}, {e} (the current version serves this group)",
-                                    t.group
-                                )
-                            })
-                        }
-                        Err(_) => None,
-                    };
-                    if let Some(reason) = blame {
-                        refused.store(true, Ordering::Relaxed);
-                        return Err(reason);
-                    }
-                    results.push((t.group, result));
-                }
-                Ok(results)
-            });
-        }
-        let mut results = Vec::with_capacity(targets.len());
-        let mut refusal = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(part)) => results.extend(part),
-                // A chunk stopped because another refused: that one's reason is the one.
-                Ok(Err(reason)) if reason.is_empty() => {}
-                Ok(Err(reason)) => refusal = refusal.or(Some(reason)),
-                Err(e) => refusal = refusal.or(Some(format!("canary task failed: {e}"))),
-            }
-        }
-        match refusal {
-            Some(reason) => Err(reason),
-            None => Ok(Canary {
-                generation,
-                results,
-            }),
-        }
-    }
-
-    fn install(
-        &self,
-        name: &str,
-        plugin: Arc<Plugin>,
-        path: Option<PathBuf>,
-        chain: PluginChain,
-        canary: Option<Canary>,
-    ) {
+    /// Records `plugin`, read from `from`, as serving in `name`'s slot, the version it
+    /// replaces becoming the previous one: called as the chain with it is put into service.
+    fn record_swap(&self, name: &str, plugin: Arc<Plugin>, from: PathBuf) {
         if let Ok(mut slots) = self.slots.lock() {
             if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
                 let old = std::mem::replace(&mut slot.current, plugin);
-                slot.previous = Some(old);
+                let old_from = std::mem::replace(&mut slot.serving_from, from);
+                slot.previous = Some((old, old_from));
                 slot.loaded_at = unix_now();
                 slot.loads += 1;
-                if let Some(p) = path {
-                    slot.path = p;
-                }
             }
         }
-        match canary {
-            Some(c) => self.pipeline.install_chain(chain, c.generation, c.results),
-            None => self.pipeline.set_chain(chain),
+    }
+
+    /// After a reload from `file` (which serves): with `persist`, `file` becomes the plugin's
+    /// file; a one-off leaves the plugin's file as it was.
+    fn record_paths(&self, name: &str, file: &Path, persist: bool) {
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+                slot.serving_from = file.to_path_buf();
+                if persist {
+                    slot.path = file.to_path_buf();
+                }
+            }
         }
     }
 
@@ -520,13 +363,11 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-fn file_error(name: &str, refusal: FileRefusal) -> ReloadError {
-    let (name, reason) = (name.to_owned(), refusal.to_string());
-    match refusal {
-        FileRefusal::OutsideDirs { .. } => ReloadError::OutsidePluginDirs { name, reason },
-        FileRefusal::ReadInFlight { .. } => ReloadError::ReadInFlight { name, reason },
-        _ => ReloadError::FileRefused { name, reason },
-    }
+/// Seconds since the Unix epoch, for the records.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
 //! Plugin files: which ones a reload may read and how (regular files inside the plugin
 //! directories, size-capped, timed, off the async workers), and the watch that reloads a
-//! plugin once its changed file has settled — a file still being written is never loaded.
+//! plugin when its changed file is whole (`reload.rs`).
 
-use std::collections::BTreeMap;
+mod reload;
+
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::slots::{PluginSlots, ReloadError};
+use super::slots::ReloadError;
 use crate::inputs::files::disk::{open_regular, ReadFailure};
+
+pub use reload::watch_plugin_files;
 
 /// Which plugin files a reload may read, and how much of them for how long.
 #[derive(Debug, Clone)]
@@ -242,75 +245,6 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// What a file looked like at one scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        len: m.len(),
-        modified: m.modified().ok(),
-    })
-}
-
-/// Every plugin file's stamp, taken on a blocking thread (a stat on a hung network file
-/// system must not hold an async worker).
-async fn stamps(slots: &PluginSlots) -> BTreeMap<String, Stamp> {
-    let paths = slots.paths();
-    tokio::task::spawn_blocking(move || {
-        paths
-            .into_iter()
-            .filter_map(|(name, path)| stamp(&path).map(|s| (name, s)))
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// Watches every plugin file of `slots`; when one changes and then stays unchanged for
-/// `settle`, reloads that plugin (which reads it under the plugin-file rules, then compiles,
-/// checks and canaries it before serving). A file that settles broken is refused once, with
-/// its reason in the plugin's status.
-pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: Duration) {
-    let mut known = stamps(&slots).await;
-    let mut pending: BTreeMap<String, (Stamp, SystemTime)> = BTreeMap::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        for (name, now) in stamps(&slots).await {
-            if known.get(&name) == Some(&now) {
-                pending.remove(&name);
-                continue;
-            }
-            match pending.get(&name) {
-                Some((seen, since)) if *seen == now => {
-                    if since.elapsed().unwrap_or_default() >= settle {
-                        match slots.reload(&name, None).await {
-                            // An admin reload or rollback is running: try again next tick.
-                            // Or a read of a plugin file is still blocked: try again too.
-                            Err(ReloadError::Busy | ReloadError::ReadInFlight { .. }) => continue,
-                            Err(e) => {
-                                tracing::warn!(plugin = %name, error = %e, "plugin file change refused");
-                            }
-                            Ok(_) => {}
-                        }
-                        pending.remove(&name);
-                        known.insert(name.clone(), now);
-                    }
-                }
-                _ => {
-                    pending.insert(name, (now, SystemTime::now()));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use nebucloud_xds_proto::envoy::service::discovery::v3::{
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::status::Nack;
+use super::nack::Nack;
 
 /// Told of every stream's life and every unary fetch, and may refuse either. Register one with
 /// [`XdsServerBuilder::callbacks`](super::XdsServerBuilder::callbacks); every method has a

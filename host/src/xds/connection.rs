@@ -5,34 +5,28 @@
 //! tonic's `Server` has no handle on a single connection (its `max_connection_age` is one
 //! fixed value for all), so each admitted connection is served by its own clone of one
 //! configured `Server`, whose shutdown signal is that connection's GOAWAY. A middleware on
-//! that connection's routes counts its open gRPC streams: a request holds a guard until its
-//! response body has ended (a stream when it ends, unary calls after their trailers, any call
-//! when the client resets it), so HTTP/2 pings, which are bytes read, never count as activity.
-//! The max age is drawn per connection within ±10 % of the configured one, so the proxies
+//! that connection's routes counts its open gRPC streams (`counted.rs`). The max age is drawn per connection within ±10 % of the configured one, so the proxies
 //! that reconnected together after a restart do not all go away together again. A connection
 //! still open at the end of its grace (xDS streams never end by themselves; a client may not
 //! answer the GOAWAY's ping) is aborted under the transport: its reads and writes fail.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use hyper::body::{Frame, SizeHint};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use tonic::codegen::Service;
-use tonic::service::Routes;
 use tonic::transport::Server;
 
 use super::admission::{AdmittedConn, CountedConn};
+use super::counted::{CountStreams, StreamCount};
+use super::router::XdsRoutes;
 
 /// A connection that has opened no stream this long after it was accepted is closed.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,12 +113,11 @@ impl ConnectionCounters {
 pub(crate) async fn serve(
     incoming: impl Stream<Item = (CountedConn, AdmittedConn)>,
     transport: Server,
-    routes: Routes,
+    routes: XdsRoutes,
     rules: ConnectionRules,
     counters: Arc<ConnectionCounters>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let routes = routes.prepare();
     let (drain_tx, drain) = watch::channel(false);
     {
         // Scoped: dropping `incoming` closes the listener as soon as the drain starts.
@@ -158,8 +151,8 @@ pub(crate) async fn serve(
 async fn serve_connection(
     conn: CountedConn,
     mut admitted: AdmittedConn,
-    mut transport: Server,
-    routes: Routes,
+    transport: Server,
+    routes: XdsRoutes,
     rules: ConnectionRules,
     counters: Arc<ConnectionCounters>,
     mut drain: watch::Receiver<bool>,
@@ -173,11 +166,9 @@ async fn serve_connection(
     // The stream stays open after its one connection: tonic drains when its incoming ends.
     let one = futures::stream::once(std::future::ready(Ok::<_, io::Error>(conn)))
         .chain(futures::stream::pending());
-    let served = transport
-        .add_routes(Routes::from(axum::Router::new().fallback_service(counted)))
-        .serve_with_incoming_shutdown(one, async {
-            let _ = going_away.await;
-        });
+    let served = transport.serve_with_incoming_shutdown(counted, one, async {
+        let _ = going_away.await;
+    });
     let mut served = pin!(served);
     let (accepted, peer) = (admitted.accepted, admitted.peer);
     let broken = tokio::select! {
@@ -275,107 +266,6 @@ fn jittered(age: Duration, peer: SocketAddr) -> Duration {
     let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
     let factor = 1.0 + MAX_AGE_JITTER * (2.0 * unit - 1.0);
     Duration::try_from_secs_f64(age.as_secs_f64() * factor).unwrap_or(Duration::MAX)
-}
-
-/// Streams open on a connection now, and opened since it was accepted.
-#[derive(Debug, Clone, Copy, Default)]
-struct Streams {
-    open: usize,
-    opened: u64,
-}
-
-struct StreamCount(watch::Sender<Streams>);
-
-impl Default for StreamCount {
-    fn default() -> Self {
-        StreamCount(watch::Sender::new(Streams::default()))
-    }
-}
-
-impl StreamCount {
-    /// Counts a stream open until the returned guard is dropped.
-    fn open(self: &Arc<Self>) -> OpenStream {
-        self.0.send_modify(|s| {
-            s.open += 1;
-            s.opened += 1;
-        });
-        OpenStream(Arc::clone(self))
-    }
-}
-
-struct OpenStream(Arc<StreamCount>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0 .0.send_modify(|s| s.open -= 1);
-    }
-}
-
-/// Routes whose every call is counted as an open stream until its response body is dropped.
-#[derive(Clone)]
-struct CountStreams {
-    routes: Routes,
-    streams: Arc<StreamCount>,
-}
-
-impl Service<http::Request<axum::body::Body>> for CountStreams {
-    type Response = http::Response<CountedBody>;
-    type Error = Infallible;
-    type Future = CountedCall;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<http::Request<axum::body::Body>>::poll_ready(&mut self.routes, cx)
-    }
-
-    fn call(&mut self, req: http::Request<axum::body::Body>) -> CountedCall {
-        CountedCall {
-            open: Some(self.streams.open()),
-            call: self.routes.call(req),
-        }
-    }
-}
-
-/// A call whose stream is counted from the request on.
-struct CountedCall {
-    call: <Routes as Service<http::Request<axum::body::Body>>>::Future,
-    open: Option<OpenStream>,
-}
-
-impl Future for CountedCall {
-    type Output = Result<http::Response<CountedBody>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(Pin::new(&mut self.call).poll(cx))?;
-        let open = self.open.take();
-        Poll::Ready(Ok(response.map(|body| CountedBody { body, _open: open })))
-    }
-}
-
-/// A response body that keeps its stream counted until the transport drops it: at its end,
-/// or when the client resets the stream.
-struct CountedBody {
-    body: tonic::body::Body,
-    _open: Option<OpenStream>,
-}
-
-impl hyper::body::Body for CountedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 #[cfg(test)]

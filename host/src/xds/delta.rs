@@ -15,7 +15,7 @@ use tonic::Status;
 use crate::cache::{combined_version, Resource, ResourceSet};
 
 use super::context::{pb_duration, serves, Scope, StreamContext, StreamProtocol};
-use super::status::Nack;
+use super::nack::Nack;
 use super::subscription::SubscriptionState;
 use super::types::{push_rank, removal_deferred};
 

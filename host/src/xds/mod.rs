@@ -7,14 +7,17 @@ pub mod bench;
 mod callbacks;
 mod connection;
 mod context;
+mod counted;
 mod csds;
 mod delta;
 #[cfg(test)]
 mod delta_tests;
 mod grouping;
 mod limits;
+mod nack;
 #[cfg(test)]
 mod proptests;
+mod router;
 mod server;
 mod services;
 mod shared;
@@ -35,11 +38,12 @@ pub use callbacks::{
 };
 pub use context::StreamLimits;
 pub use grouping::{ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver};
+pub use nack::Nack;
+pub use router::XdsRoutes;
 pub use server::{
     ServeError, XdsServer, XdsServerBuilder, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use shared::CsdsAccess;
-pub(crate) use status::unix_now;
-pub use status::{DeliveryState, Nack, NodeRegistry, NodeStatus, TypeStatus};
+pub use status::{DeliveryState, NodeRegistry, NodeStatus, TypeStatus};
 pub use tls::{TlsError, TlsSettings};

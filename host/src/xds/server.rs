@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use nebucloud_xds_proto::envoy::service::status::v3::{ClientStatusRequest, ClientStatusResponse};
 use tokio::net::TcpListener;
-use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::cache::Cache;
@@ -18,6 +17,7 @@ use super::callbacks::Callbacks;
 use super::connection::{self, ConnectionRules};
 use super::context::StreamLimits;
 use super::grouping::{ByNodeId, NodeGrouping, NodeObserver};
+use super::router::XdsRoutes;
 use super::services;
 use super::shared::CsdsAccess;
 use super::shared::Shared;
@@ -297,9 +297,10 @@ impl XdsServer {
         self.shared.connection_counters.closed()
     }
 
-    /// Every discovery service as tonic routes, to mount beside other services. Not knowing
-    /// where they are served, CSDS's `auto` treats the port as reachable from elsewhere.
-    pub fn routes(&self) -> Routes {
+    /// Every gRPC service of the server as one tower service, to serve with tonic's
+    /// `Server::serve_with_incoming` or mount under another server. Not knowing where they are
+    /// served, CSDS's `auto` treats the port as reachable from elsewhere.
+    pub fn routes(&self) -> XdsRoutes {
         services::routes(&self.shared, self.health.clone(), false)
     }
 

@@ -40,7 +40,6 @@ use nebucloud_xds_proto::envoy::service::secret::v3::secret_discovery_service_se
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 use nebucloud_xds_proto::type_url;
-use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
 use nebucloud_xds_proto::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
@@ -51,6 +50,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use super::context::{check_node, Scope};
 use super::csds::Csds;
 use super::delta::DeltaStream;
+use super::router::{RoutesBuilder, XdsRoutes};
 use super::shared::Shared;
 use super::sotw::{select, SotwStream};
 use super::stream::{serve, Caller, ResponseStream};
@@ -240,7 +240,7 @@ per_type_service!(LocalityEndpointDiscoveryService { DeltaLocalityEndpointsStrea
 
 /// Every discovery service, CSDS, gRPC health and reflection, with the server's message size
 /// limits applied. `loopback`: the port is reachable from this machine only (CSDS's `auto`).
-pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: bool) -> Routes {
+pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: bool) -> XdsRoutes {
     let door = |scope| Door {
         shared: Arc::clone(shared),
         scope,
@@ -253,56 +253,58 @@ pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: boo
                 .max_encoding_message_size(max)
         };
     }
-    Routes::new(svc!(AggregatedDiscoveryServiceServer, Scope::Aggregated))
-        .add_service(svc!(
+    RoutesBuilder::default()
+        .add(svc!(AggregatedDiscoveryServiceServer, Scope::Aggregated))
+        .add(svc!(
             ClusterDiscoveryServiceServer,
             Scope::Single(type_url::CLUSTER)
         ))
-        .add_service(svc!(
+        .add(svc!(
             EndpointDiscoveryServiceServer,
             Scope::Single(type_url::ENDPOINT)
         ))
-        .add_service(svc!(
+        .add(svc!(
             LocalityEndpointDiscoveryServiceServer,
             Scope::Single(type_url::LB_ENDPOINT)
         ))
-        .add_service(svc!(
+        .add(svc!(
             ListenerDiscoveryServiceServer,
             Scope::Single(type_url::LISTENER)
         ))
-        .add_service(svc!(
+        .add(svc!(
             RouteDiscoveryServiceServer,
             Scope::Single(type_url::ROUTE)
         ))
-        .add_service(svc!(
+        .add(svc!(
             ScopedRoutesDiscoveryServiceServer,
             Scope::Single(type_url::SCOPED_ROUTE)
         ))
-        .add_service(svc!(
+        .add(svc!(
             VirtualHostDiscoveryServiceServer,
             Scope::Single(type_url::VIRTUAL_HOST)
         ))
-        .add_service(svc!(
+        .add(svc!(
             SecretDiscoveryServiceServer,
             Scope::Single(type_url::SECRET)
         ))
-        .add_service(svc!(
+        .add(svc!(
             RuntimeDiscoveryServiceServer,
             Scope::Single(type_url::RUNTIME)
         ))
-        .add_service(svc!(
+        .add(svc!(
             ExtensionConfigDiscoveryServiceServer,
             Scope::Single(type_url::EXTENSION_CONFIG)
         ))
-        .add_service(
+        .add(
             ClientStatusDiscoveryServiceServer::new(Csds::new(Arc::clone(shared), loopback))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .add_service(HealthServer::new(HealthService::from_health_reporter(
+        .add(HealthServer::new(HealthService::from_health_reporter(
             health,
         )))
-        .add_service(reflection())
+        .add(reflection())
+        .build()
 }
 
 /// Server reflection over every Envoy API service and message (and gRPC health).

@@ -19,7 +19,7 @@ use crate::cache::{combined_version, Resource, ResourceSet};
 
 use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
 use super::limits::MAX_CLIENT_VERSION_BYTES;
-use super::status::Nack;
+use super::nack::Nack;
 use super::subscription::{SubscriptionChange, SubscriptionState};
 use super::types::{is_full_state, is_known, push_rank};
 

@@ -1,7 +1,7 @@
 //! TLS and mutual TLS on the xDS port, and node authorization: with mTLS, a node may only
 //! claim an id that its client certificate names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +26,77 @@ pub struct TlsSettings {
     pub authorize_node_ids: bool,
 }
 
-/// Why TLS could not be set up.
+/// Why TLS could not be set up: which file, and the error that refused it.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS: {0}")]
-pub struct TlsError(String);
+pub enum TlsError {
+    /// A certificate, key or CA file cannot be read.
+    #[error("TLS: cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server certificate chain is not PEM.
+    #[error("TLS: {}: {source}", path.display())]
+    Certificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// The PEM error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The private key is not PEM.
+    #[error("TLS: {}: {source}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The PEM error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refuses the certificate chain with its key (a key that does not match, an
+    /// unsupported key type).
+    #[error("TLS: {}: {source}", path.display())]
+    Identity {
+        /// The certificate file.
+        path: PathBuf,
+        /// rustls' error.
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
+    /// The client CA bundle is not PEM.
+    #[error("TLS: client CA: {source}")]
+    ClientCaPem {
+        /// The CA bundle.
+        path: PathBuf,
+        /// The PEM error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A certificate of the client CA bundle cannot be a trust anchor.
+    #[error("TLS: client CA: {source}")]
+    ClientCaCertificate {
+        /// The CA bundle.
+        path: PathBuf,
+        /// rustls' error.
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
+    /// No client verifier can be built from the client CA bundle (for one, an empty bundle).
+    #[error("TLS: client CA: {source}")]
+    ClientCaVerifier {
+        /// The CA bundle.
+        path: PathBuf,
+        /// rustls' error.
+        #[source]
+        source: tokio_rustls::rustls::server::VerifierBuilderError,
+    },
+    /// The crypto provider supports none of the default protocol versions.
+    #[error("TLS: {0}")]
+    Protocol(#[source] tokio_rustls::rustls::Error),
+}
 
 /// How long a TLS handshake may take before the connection is dropped: a client that opens a
 /// connection and says nothing must not hold one of the admitted slots for ever.
@@ -37,27 +104,47 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The PEM files of [`TlsSettings`], read once: both TLS configs are built from the same bytes.
 pub(crate) struct TlsFiles {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
-    names: (String, String),
+    cert: PemFile,
+    key: PemFile,
+    client_ca: Option<PemFile>,
+}
+
+/// One PEM file: where it is, for errors, and what it held when read.
+struct PemFile {
+    path: PathBuf,
+    pem: Vec<u8>,
+}
+
+impl PemFile {
+    fn read(path: &Path) -> Result<Self, TlsError> {
+        match std::fs::read(path) {
+            Ok(pem) => Ok(PemFile {
+                path: path.to_path_buf(),
+                pem,
+            }),
+            Err(source) => Err(TlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
 }
 
 impl TlsSettings {
     /// Reads the files now, so that a bad path fails at start-up.
     pub(crate) fn read(&self) -> Result<TlsFiles, TlsError> {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| TlsError(format!("cannot read {}: {e}", p.display())))
-        };
         Ok(TlsFiles {
-            cert: read(&self.cert)?,
-            key: read(&self.key)?,
-            client_ca: self.client_ca.as_ref().map(read).transpose()?,
-            names: (
-                self.cert.display().to_string(),
-                self.key.display().to_string(),
-            ),
+            cert: PemFile::read(&self.cert)?,
+            key: PemFile::read(&self.key)?,
+            client_ca: self.client_ca.as_deref().map(PemFile::read).transpose()?,
         })
+    }
+
+    /// Reads the files and builds the TLS configuration from them, as serving does: a missing
+    /// file, a certificate or key that does not parse, or a key that does not match its
+    /// certificate fails here, naming the file (`config check` runs this).
+    pub fn check(&self) -> Result<(), TlsError> {
+        self.read()?.refusal_config().map(|_| ())
     }
 }
 
@@ -65,10 +152,10 @@ impl TlsFiles {
     /// The tonic TLS config.
     pub(crate) fn server_config(&self) -> ServerTlsConfig {
         let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
+            .identity(Identity::from_pem(&self.cert.pem, &self.key.pem))
             .timeout(HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(Certificate::from_pem(ca));
+            config = config.client_ca_root(Certificate::from_pem(&ca.pem));
         }
         config
     }
@@ -84,36 +171,53 @@ impl TlsFiles {
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         use tokio_rustls::rustls::server::WebPkiClientVerifier;
         use tokio_rustls::rustls::{RootCertStore, ServerConfig};
-        let (cert_name, key_name) = &self.names;
-        let certs = CertificateDer::pem_slice_iter(&self.cert)
+        let certs = CertificateDer::pem_slice_iter(&self.cert.pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("{cert_name}: {e}")))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key)
-            .map_err(|e| TlsError(format!("{key_name}: {e}")))?;
+            .map_err(|source| TlsError::Certificate {
+                path: self.cert.path.clone(),
+                source,
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key.pem).map_err(|source| TlsError::Key {
+            path: self.key.path.clone(),
+            source,
+        })?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError(e.to_string()))?;
+            .map_err(TlsError::Protocol)?;
         let builder = match &self.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
-                for c in CertificateDer::pem_slice_iter(ca) {
-                    let c = c.map_err(|e| TlsError(format!("client CA: {e}")))?;
+                for c in CertificateDer::pem_slice_iter(&ca.pem) {
+                    let c = c.map_err(|source| TlsError::ClientCaPem {
+                        path: ca.path.clone(),
+                        source,
+                    })?;
                     roots
                         .add(c)
-                        .map_err(|e| TlsError(format!("client CA: {e}")))?;
+                        .map_err(|source| TlsError::ClientCaCertificate {
+                            path: ca.path.clone(),
+                            source,
+                        })?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|e| TlsError(format!("client CA: {e}")))?;
+                        .map_err(|source| TlsError::ClientCaVerifier {
+                            path: ca.path.clone(),
+                            source,
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError(format!("{cert_name}: {e}")))?;
+        let mut config =
+            builder
+                .with_single_cert(certs, key)
+                .map_err(|source| TlsError::Identity {
+                    path: self.cert.path.clone(),
+                    source,
+                })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -198,7 +302,55 @@ impl PeerIdentity {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn tls_errors_keep_the_io_or_pem_error_as_source_and_read_as_before() {
+        let missing = std::env::temp_dir().join("nebucloud-xds-no-such-dir/cert.pem");
+        let settings = TlsSettings {
+            cert: missing.clone(),
+            key: missing.clone(),
+            client_ca: None,
+            authorize_node_ids: false,
+        };
+        let Err(err) = settings.read() else {
+            panic!("{} must not be readable", missing.display())
+        };
+        let io = std::fs::read(&missing).unwrap_err();
+        // What `TlsError(format!("cannot read {}: {e}", p.display()))` displayed.
+        assert_eq!(
+            err.to_string(),
+            format!("TLS: cannot read {}: {io}", missing.display())
+        );
+        let source = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            source.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert!(matches!(&err, TlsError::Read { path, .. } if *path == missing));
+
+        let pem = |path: &str, pem: &[u8]| PemFile {
+            path: PathBuf::from(path),
+            pem: pem.to_vec(),
+        };
+        let files = TlsFiles {
+            cert: pem("/etc/xds/cert.pem", b""),
+            key: pem("/etc/xds/key.pem", b"not a key"),
+            client_ca: None,
+        };
+        let Err(err) = files.refusal_config() else {
+            panic!("a key that is not PEM must be refused")
+        };
+        // What `TlsError(format!("{key_name}: {e}"))` displayed.
+        assert_eq!(err.to_string(), "TLS: /etc/xds/key.pem: no items found");
+        assert!(err
+            .source()
+            .is_some_and(|s| s.is::<rustls_pki_types::pem::Error>()));
+    }
 
     #[test]
     fn ids_must_match_a_name_or_a_prefix() {

@@ -518,3 +518,79 @@ async fn start_up_refuses_an_exposed_admin_without_a_token_an_empty_token_and_pl
         "{err}"
     );
 }
+
+/// Before: a reload with `{"path"}` re-pointed the plugin at that file for the life of the
+/// process, silently: later deploys to its configured file were ignored. Now such a reload is
+/// a one-off (the plugin's own file still rules, and `/debug/plugins` says which file serves)
+/// unless it asks to `persist`.
+#[tokio::test]
+async fn a_reload_from_another_file_is_a_one_off_unless_it_asks_to_persist() {
+    let s = Served::start("").await;
+    let status = async || {
+        let r = s.request("GET", "/debug/plugins", &[], "").await;
+        let all: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let guard = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cluster-guard")
+            .unwrap()
+            .clone();
+        let s = |k: &str| guard[k].as_str().unwrap_or_default().to_owned();
+        (s("path"), s("serving_path"), s("version"))
+    };
+    let (own_file, serving, original) = status().await;
+    assert!(
+        own_file.ends_with("plugins/cluster_guard.wasm"),
+        "{own_file}"
+    );
+    assert_eq!(serving, own_file);
+
+    // A one-off: another file serves, the plugin's file stays its own.
+    let other = s.plugins().join("retries.wasm");
+    std::fs::copy(plugin_wasm("retries"), &other).unwrap();
+    let (r, _) = s.reload_from("cluster-guard", &other).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, s.log());
+    let (file, serving, version) = status().await;
+    assert_eq!(file, own_file, "a one-off reload re-pointed the plugin");
+    assert_eq!(serving, other.display().to_string());
+    assert_ne!(version, original);
+
+    // A deploy to the plugin's own file replaces the one-off: the watch follows that file.
+    let deployed = s.plugins().join(".cluster_guard.wasm.new");
+    std::fs::copy(plugin_wasm("cluster_guard"), &deployed).unwrap();
+    std::fs::rename(&deployed, s.plugins().join("cluster_guard.wasm")).unwrap();
+    let back = wait_until(WAIT, POLL, async || {
+        let (_, serving, version) = status().await;
+        Ok((serving == own_file && version == original).then_some(()))
+    })
+    .await;
+    assert!(
+        back.is_ok(),
+        "the deploy was ignored: {:?}\n{}",
+        status().await,
+        s.log()
+    );
+
+    // Asked to persist, the plugin's file becomes the other one.
+    let body = serde_json::json!({ "path": other, "persist": true }).to_string();
+    let r = s
+        .request("POST", "/plugins/cluster-guard/reload", &[JSON], &body)
+        .await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, s.log());
+    let (file, serving, _) = status().await;
+    assert_eq!(file, other.display().to_string(), "not re-pointed");
+    assert_eq!(serving, file);
+
+    // `persist` without a path says what it needs.
+    let r = s
+        .request(
+            "POST",
+            "/plugins/cluster-guard/reload",
+            &[JSON],
+            r#"{"persist": true}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("persist needs a path"), "{}", r.body);
+}

@@ -151,3 +151,70 @@ async fn a_plugins_stdout_and_stderr_go_to_its_log() {
         );
     }
 }
+
+/// `config check` prints both ports; logs written to a pipe (not a terminal) carry no colour
+/// codes, even when the environment does not ask for that.
+#[tokio::test]
+async fn config_check_prints_both_ports_and_logs_to_a_pipe_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let printer = crate::support::plugin_wasm("printer").display().to_string();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[xds]\nlisten = \"127.0.0.1:18500\"\n[admin]\nlisten = \"127.0.0.1:18501\"\n\
+             [[plugins]]\nname = \"printer\"\npath = \"{printer}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(dir.path().join("config.toml"))
+        .env_remove("NO_COLOR")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("xds: 127.0.0.1:18500"), "{stdout}");
+    assert!(stdout.contains("admin: 127.0.0.1:18501"), "{stdout}");
+
+    // TLS files are read and parsed as serving reads them.
+    std::fs::write(
+        dir.path().join("tls.toml"),
+        "[xds.tls]\ncert = \"missing-cert.pem\"\nkey = \"missing-key.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(dir.path().join("tls.toml"))
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing-cert.pem"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("node.yaml"),
+        "id: envoy-printing\ncluster: test\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["plugin", "run", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .arg("--node")
+        .arg(dir.path().join("node.yaml"))
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("printer:"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in piped logs:\n{err}"
+    );
+}

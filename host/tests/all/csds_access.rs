@@ -102,11 +102,10 @@ async fn csds_is_off_where_it_could_leak_unless_configured_and_secret_bodies_onl
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = s.server.routes();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(
+        routes,
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+    ));
     let mounted = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds::inputs::{watch_dir, DirSource, InputLimits, InputStore, SourceHealth};
+use nebucloud_xds::inputs::{InputStore, SourceHealth};
 use nebucloud_xds::pipeline::Pipeline;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 use crate::inputs_etcd::{port_of, served_versions, service, start_source, until};
 use crate::real_plugins::mesh_server;
 use crate::scripted::TestServer;
+use crate::support::app::ConfigDir;
 use crate::support::etcd::Etcd;
 use crate::support::{free_port, wait_until};
 
@@ -19,43 +20,34 @@ const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 const WEB: &str = "/nx/services/web";
 
-/// One host: the mesh chain over a store that a directory and (once started) etcd feed.
+/// One host as `serve` builds it: the mesh chain over a store that its inputs directory and
+/// (once started) etcd feed.
 struct Replica {
     server: TestServer,
     pipeline: Pipeline,
     store: Arc<InputStore>,
-    dir: tempfile::TempDir,
+    dir: ConfigDir,
 }
 
 impl Replica {
     async fn start(listener: u16) -> Replica {
-        let store = Arc::new(InputStore::new());
-        let (server, pipeline) = mesh_server(listener, Arc::clone(&store)).await;
+        let dir = ConfigDir::new();
+        let server = mesh_server(listener, &dir).await;
         Replica {
+            pipeline: server.pipeline().clone(),
+            store: Arc::clone(server.inputs()),
             server,
-            pipeline,
-            store,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
         }
     }
 
-    /// Writes this replica's copy of `name` and watches the directory (a settle window and a
-    /// scan interval shorter than the defaults, to keep the test quick).
-    fn watch_files(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).unwrap();
-        let limits = InputLimits {
-            settle: Duration::from_millis(100),
-            ..InputLimits::default()
-        };
-        let source = DirSource::with_limits(self.dir.path(), Arc::clone(&self.store), limits);
-        let p = self.pipeline.clone();
-        tokio::spawn(watch_dir(
-            source.unwrap(),
-            Duration::from_millis(50),
-            move |keys| p.inputs_changed(keys),
-        ));
+    /// Writes this replica's copy of `name` into the inputs directory the server watches.
+    fn write_file(&self, name: &str, text: &str) {
+        self.dir.write_input(name, text);
     }
 
+    /// Starts the etcd source by hand, not from `[inputs] etcd`: the test chooses which source
+    /// a replica sees first.
     async fn watch_etcd(&self, etcd: &Etcd) -> SourceHealth {
         let health = start_source(etcd.endpoint(), &self.store, Some(self.pipeline.clone()));
         until(&health, "first sync", |s| s.connected).await;
@@ -99,7 +91,7 @@ async fn replicas_that_saw_two_definitions_in_opposite_orders_serve_identical_ve
 
     // Replica one reads the file first, then etcd.
     let one = Replica::start(listener).await;
-    one.watch_files("web.yaml", &from_file);
+    one.write_file("web.yaml", &from_file);
     one.holds(8080, 0, None).await;
     etcd.put(WEB, &from_etcd).await.unwrap();
     one.watch_etcd(&etcd).await;
@@ -109,7 +101,7 @@ async fn replicas_that_saw_two_definitions_in_opposite_orders_serve_identical_ve
     let two = Replica::start(listener).await;
     two.watch_etcd(&etcd).await;
     two.holds(9090, 0, None).await;
-    two.watch_files("web.yaml", &from_file);
+    two.write_file("web.yaml", &from_file);
     two.holds(9090, 1, None).await;
 
     let conflicts = one.store.conflicts();
@@ -143,7 +135,7 @@ async fn replicas_that_saw_two_definitions_in_opposite_orders_serve_identical_ve
     two.holds(9091, 1, Some(&before[1])).await;
     let before = [one.server.versions(), two.server.versions()];
     for r in [&one, &two] {
-        std::fs::remove_file(r.dir.path().join("web.yaml")).unwrap();
+        std::fs::remove_file(r.dir.input("web.yaml")).unwrap();
     }
     one.holds(9091, 0, None).await;
     two.holds(9091, 0, None).await;

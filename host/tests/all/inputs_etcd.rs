@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nebucloud_xds::inputs::{EtcdSource, InputStore, SourceHealth, SourceStatus};
+use nebucloud_xds::inputs::{
+    DocKey, EtcdSource, InputStore, InputView, SourceHealth, SourceStatus,
+};
 use nebucloud_xds::pipeline::Pipeline;
-use nebucloud_xds::plugins::InputView;
 use nebucloud_xds_proto::envoy::config::cluster::v3::Cluster;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use prost::Message;
 
-use crate::real_plugins::mesh_server;
+use crate::real_plugins::{mesh_config, mesh_server};
 use crate::scripted::{Sotw, TestServer, T_CLUSTER, T_ENDPOINT, T_LISTENER, T_ROUTE};
+use crate::support::app::ConfigDir;
 use crate::support::backend::HttpBackend;
 use crate::support::envoy::{Envoy, XdsMode};
 use crate::support::etcd::{Etcd, Partition};
@@ -84,6 +86,7 @@ struct EtcdMesh {
     pipeline: Pipeline,
     health: SourceHealth,
     envoy: Envoy,
+    _dir: ConfigDir,
 }
 
 async fn etcd_mesh() -> EtcdMesh {
@@ -93,9 +96,11 @@ async fn etcd_mesh() -> EtcdMesh {
         HttpBackend::start("web-2").await.unwrap(),
     );
     etcd.put(WEB, &service("web", web1.port())).await.unwrap();
-    let store = Arc::new(InputStore::new());
     let listener = free_port();
-    let (server, pipeline) = mesh_server(listener, Arc::clone(&store)).await;
+    let dir = ConfigDir::new();
+    let server = mesh_server(listener, &dir).await;
+    let (store, pipeline) = (Arc::clone(server.inputs()), server.pipeline().clone());
+    // Its etcd source started by hand, not from `[inputs] etcd`: the tests hold its health.
     let health = start_source(etcd.endpoint(), &store, Some(pipeline.clone()));
     until(&health, "first sync", |s| s.connected).await;
     let envoy = Envoy::start(server.addr.port(), "envoy-etcd", XdsMode::SotwAds)
@@ -112,16 +117,20 @@ async fn etcd_mesh() -> EtcdMesh {
         pipeline,
         health,
         envoy,
+        _dir: dir,
     }
 }
 
 #[tokio::test]
 async fn etcd_update_reaches_a_real_envoy() {
+    // The server and its config directory stay bound: dropped, the server stops.
     let EtcdMesh {
         etcd,
         web2,
         listener,
         envoy,
+        server: _server,
+        _dir,
         ..
     } = etcd_mesh().await;
     etcd.put(WEB, &service("web", web2.port())).await.unwrap();
@@ -141,6 +150,7 @@ async fn etcd_restart_loses_nothing_and_the_host_recovers() {
         pipeline,
         health,
         envoy,
+        _dir,
     } = etcd_mesh().await;
     let before = server.versions();
 
@@ -206,6 +216,7 @@ async fn keys_deleted_while_the_source_was_cut_off_are_removed_when_it_returns()
     etcd.put("/nx/services/b", &service("b", 1002))
         .await
         .unwrap();
+    // Wired by hand: the etcd source alone, into a store, with no server.
     let store = Arc::new(InputStore::new());
     let health = start_source(proxy.endpoint(), &store, None);
     until(&health, "first sync", |s| s.connected).await;
@@ -271,12 +282,26 @@ async fn two_replicas_on_one_etcd_serve_identical_versions() {
         .unwrap();
     let listener = free_port();
     let mut replicas = Vec::new();
+    let mut dirs = Vec::new();
+    let from_etcd = format!(
+        "etcd = {{ endpoints = [\"{}\"], prefix = \"/nx/\" }}\n",
+        etcd.endpoint()
+    );
     for _ in 0..2 {
-        let store = Arc::new(InputStore::new());
-        let (server, pipeline) = mesh_server(listener, Arc::clone(&store)).await;
-        let health = start_source(etcd.endpoint(), &store, Some(pipeline));
-        until(&health, "first sync", |s| s.connected).await;
+        let dir = ConfigDir::new();
+        let server = dir.serve(&mesh_config(listener, &from_etcd)).await;
+        let store = Arc::clone(server.inputs());
+        // The first sync: both services are in.
+        wait_until(WAIT, POLL, async || {
+            Ok(
+                (port_of(&store, "web").is_some() && port_of(&store, "api").is_some())
+                    .then_some(()),
+            )
+        })
+        .await
+        .unwrap();
         replicas.push((server, store));
+        dirs.push(dir);
     }
     let node = || Node {
         id: "replica-test".into(),
@@ -319,6 +344,7 @@ async fn two_replicas_on_one_etcd_serve_identical_versions() {
 async fn a_broken_value_keeps_its_keys_last_documents_and_the_error_names_the_key() {
     let etcd = Etcd::start().await.unwrap();
     etcd.put(WEB, &service("web", 1001)).await.unwrap();
+    // Wired by hand: the etcd source alone, recording what it would tell the pipeline.
     let store = Arc::new(InputStore::new());
     let changes = Arc::new(Mutex::new(Vec::new()));
     let source = EtcdSource::new(vec![etcd.endpoint()], "/nx/".into(), Arc::clone(&store));
@@ -356,8 +382,5 @@ async fn a_broken_value_keeps_its_keys_last_documents_and_the_error_names_the_ke
     .await
     .unwrap();
     let keys = changes.lock().unwrap().clone();
-    assert!(
-        keys.contains(&("Service".to_owned(), "api".to_owned())),
-        "{keys:?}"
-    );
+    assert!(keys.contains(&DocKey::new("Service", "api")), "{keys:?}");
 }

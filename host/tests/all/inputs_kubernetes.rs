@@ -15,8 +15,7 @@ use hyper::body::Frame;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use nebucloud_xds::config::{CustomResourceKind, KubernetesConfig};
-use nebucloud_xds::inputs::{InputStore, KubernetesSource, SourceStatus};
-use nebucloud_xds::plugins::InputView;
+use nebucloud_xds::inputs::{DocKey, InputStore, InputView, KubernetesSource, SourceStatus};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -166,8 +165,8 @@ fn greeter_slice(rv: &str, endpoints: Value) -> Value {
     })
 }
 
-fn key(kind: &str, name: &str) -> (String, String) {
-    (kind.to_owned(), name.to_owned())
+fn key(kind: &str, name: &str) -> DocKey {
+    DocKey::new(kind, name)
 }
 
 fn doc(store: &InputStore, kind: &str, name: &str) -> Option<Value> {
@@ -280,6 +279,7 @@ async fn kubernetes_source_against_fake_api_server_maps_services_and_endpoint_sl
         }],
         ..KubernetesConfig::default()
     };
+    // Wired by hand: the Kubernetes source alone against a fake API server, with no server.
     let store = Arc::new(InputStore::new());
     let source = KubernetesSource::new(client, &config, Arc::clone(&store));
     let health = source.health();
@@ -365,7 +365,7 @@ async fn kubernetes_source_against_fake_api_server_maps_services_and_endpoint_sl
             .expect("no change after the watch events");
         calls.insert(keys.unwrap());
     }
-    let want: BTreeSet<Vec<(String, String)>> = [
+    let want: BTreeSet<Vec<DocKey>> = [
         vec![
             key("Service", "greeter"),
             key("k8s/EndpointSlice", "default/greeter-abc"),

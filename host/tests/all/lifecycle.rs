@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nebucloud_xds::cache::Cache;
-use nebucloud_xds::inputs::{parse_documents, InputStore};
+use nebucloud_xds::inputs::{parse_documents, DocKey, Document, InputStore, InputView};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
-use nebucloud_xds::plugins::{InputView, PluginChain, PluginLimits, PluginSlots, SlotSpec};
-use nebucloud_xds::xds::{ByIdentity, ByNodeId, NodeGrouping};
+use nebucloud_xds::plugins::{PluginChain, PluginSlots};
+use nebucloud_xds::xds::{ByIdentity, NodeGrouping};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use nebucloud_xds_proto::envoy::service::discovery::v3::DiscoveryRequest;
@@ -19,12 +19,13 @@ use tonic::Code;
 
 use crate::plugins_runtime::{engine, load};
 use crate::scripted::*;
+use crate::support::app::{plugin_entry, ConfigDir};
 use crate::support::{plugin_wasm, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
-fn service(name: &str, port: u16) -> Vec<nebucloud_xds::plugins::Document> {
+fn service(name: &str, port: u16) -> Vec<Document> {
     let yaml = format!(
         "kind: Service\nname: {name}\nprotocol: http\nendpoints:\n  - {{ address: 127.0.0.1, port: {port} }}\n"
     );
@@ -65,54 +66,40 @@ fn refused(id: &str) -> Node {
     )
 }
 
+/// The server as `serve` builds it, with the test as its input source: it writes the store
+/// and tells the pipeline what changed.
 struct Mesh {
     server: TestServer,
     pipeline: Pipeline,
     slots: PluginSlots,
     store: Arc<InputStore>,
+    _dir: ConfigDir,
 }
 
-/// mesh.wasm behind a pipeline whose groups are forgotten `grace` after their last stream.
-async fn mesh(grace: Duration, grouping: impl NodeGrouping) -> Mesh {
-    mesh_with(
-        PipelineOptions {
-            debounce: Duration::from_millis(10),
-            group_grace: grace,
-            ..PipelineOptions::default()
-        },
-        grouping,
-    )
-    .await
+/// mesh.wasm behind a pipeline whose groups are forgotten `grace` after their last stream;
+/// `group_by` as the config writes it.
+async fn mesh(grace: Duration, group_by: &str) -> Mesh {
+    let pipeline = format!("debounce_ms = 10\ngroup_grace_ms = {}\n", grace.as_millis());
+    mesh_with(&pipeline, group_by).await
 }
 
-async fn mesh_with(options: PipelineOptions, grouping: impl NodeGrouping) -> Mesh {
-    let engine = engine();
-    let plugin = load(&engine, "mesh", serde_json::json!({}));
-    let specs = vec![SlotSpec {
-        name: "mesh".into(),
-        path: plugin_wasm("mesh"),
-        config: serde_json::json!({}),
-        limits: PluginLimits::default(),
-        plugin: Arc::clone(&plugin),
-    }];
-    let store = Arc::new(InputStore::new());
+/// mesh.wasm with these `[pipeline]` keys.
+async fn mesh_with(pipeline: &str, group_by: &str) -> Mesh {
+    let dir = ConfigDir::new();
+    let config = format!(
+        "[xds]\ngroup_by = \"{group_by}\"\n\n[pipeline]\n{pipeline}\n{}",
+        plugin_entry("mesh", &plugin_wasm("mesh"), "{}")
+    );
+    let server = dir.serve(&config).await;
+    let store = Arc::clone(server.inputs());
     store.replace_source("a", service("a", 8001));
     store.replace_source("b", service("b", 8002));
-    let cache = Cache::new();
-    let pipeline = Pipeline::start(
-        cache.clone(),
-        PluginChain::new(vec![plugin]),
-        Arc::clone(&store) as Arc<dyn InputView>,
-        options,
-    );
-    let slots = PluginSlots::new(engine, pipeline.clone(), specs);
-    let p = pipeline.clone();
-    let server = TestServer::start_on(cache, move |b| b.grouping(grouping).observer(p)).await;
     Mesh {
+        pipeline: server.pipeline().clone(),
+        slots: server.slots().clone(),
         server,
-        pipeline,
-        slots,
         store,
+        _dir: dir,
     }
 }
 
@@ -180,7 +167,7 @@ pub(crate) async fn configured(client: &mut Sotw, names: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churned_nodes_are_forgotten_after_the_grace_period_and_a_live_node_keeps_its_updates() {
-    let mesh = mesh(Duration::from_millis(200), ByIdentity).await;
+    let mesh = mesh(Duration::from_millis(200), "identity").await;
     let mut live = Sotw::open(&mesh.server, reading("live", &["a"])).await;
     configured(&mut live, &["a"]).await;
     live.request(T_ENDPOINT, &["a"], "", "").await;
@@ -213,7 +200,7 @@ async fn churned_nodes_are_forgotten_after_the_grace_period_and_a_live_node_keep
     // The live node still gets what it reads, at once.
     mesh.store.replace_source("a", service("a", 9001));
     mesh.pipeline
-        .inputs_changed(vec![("Service".into(), "a".into())]);
+        .inputs_changed(vec![DocKey::new("Service", "a")]);
     let r = live.recv().await;
     assert_eq!(r.type_url, T_ENDPOINT, "the endpoint moved, nothing else");
     assert_ne!(
@@ -224,7 +211,7 @@ async fn churned_nodes_are_forgotten_after_the_grace_period_and_a_live_node_keep
 
 #[tokio::test]
 async fn a_group_is_forgotten_when_its_last_stream_closes_with_no_grace_and_computed_afresh() {
-    let mesh = mesh(Duration::ZERO, ByIdentity).await;
+    let mesh = mesh(Duration::ZERO, "identity").await;
     let mut c = Sotw::open(&mesh.server, reading("n", &["a"])).await;
     configured(&mut c, &["a"]).await;
     drop(c);
@@ -237,7 +224,7 @@ async fn a_group_is_forgotten_when_its_last_stream_closes_with_no_grace_and_comp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_makes_no_permanent_group_and_a_failed_group_neither_reruns_nor_blocks_a_reload() {
-    let mesh = mesh(Duration::from_millis(500), ByIdentity).await;
+    let mesh = mesh(Duration::from_millis(500), "identity").await;
     let mut healthy = Sotw::open(&mesh.server, reading("healthy", &["a"])).await;
     configured(&mut healthy, &["a"]).await;
 
@@ -271,7 +258,7 @@ async fn a_fetch_makes_no_permanent_group_and_a_failed_group_neither_reruns_nor_
     mesh.next_batch(|| {
         mesh.store.replace_source("b", service("b", 9002));
         mesh.pipeline
-            .inputs_changed(vec![("Service".into(), "b".into())]);
+            .inputs_changed(vec![DocKey::new("Service", "b")]);
     })
     .await;
     assert_eq!(
@@ -295,7 +282,7 @@ async fn a_fetch_makes_no_permanent_group_and_a_failed_group_neither_reruns_nor_
 
 #[tokio::test]
 async fn a_node_that_comes_back_with_other_metadata_is_computed_from_what_it_sends_now() {
-    let mesh = mesh(Duration::from_secs(60), ByNodeId).await;
+    let mesh = mesh(Duration::from_secs(60), "node-id").await;
     let mut first = Sotw::open(&mesh.server, reading("same-id", &["a"])).await;
     configured(&mut first, &["a"]).await;
     drop(first);
@@ -308,13 +295,8 @@ async fn a_node_that_comes_back_with_other_metadata_is_computed_from_what_it_sen
 
 #[tokio::test]
 async fn past_max_groups_a_new_group_is_refused_naming_the_limit_until_one_is_forgotten() {
-    let options = PipelineOptions {
-        debounce: Duration::from_millis(10),
-        group_grace: Duration::from_millis(100),
-        max_groups: 2,
-        ..PipelineOptions::default()
-    };
-    let mesh = mesh_with(options, ByIdentity).await;
+    let pipeline = "debounce_ms = 10\ngroup_grace_ms = 100\nmax_groups = 2\n";
+    let mesh = mesh_with(pipeline, "identity").await;
     let mut first = Sotw::open(&mesh.server, reading("first", &["a"])).await;
     configured(&mut first, &["a"]).await;
     let mut second = Sotw::open(&mesh.server, reading("second", &["a"])).await;
@@ -351,32 +333,12 @@ async fn past_max_groups_a_new_group_is_refused_naming_the_limit_until_one_is_fo
 
 #[tokio::test]
 async fn a_transiently_failing_group_is_retried_with_backoff_while_it_has_streams() {
-    let engine = engine();
-    let wasm = std::fs::read(plugin_wasm("bad_endless_loop")).unwrap();
-    let limits = PluginLimits {
-        deadline_ms: 20,
-        ..PluginLimits::default()
-    };
-    let looping = Arc::new(
-        nebucloud_xds::plugins::Plugin::load(
-            &engine,
-            "looping",
-            &wasm,
-            &serde_json::json!({}),
-            limits,
-        )
-        .unwrap(),
-    );
-    let cache = Cache::new();
-    let store = Arc::new(InputStore::new());
-    let pipeline = Pipeline::start(
-        cache.clone(),
-        PluginChain::new(vec![looping]),
-        Arc::clone(&store) as Arc<dyn InputView>,
-        PipelineOptions::default(),
-    );
-    let p = pipeline.clone();
-    let server = TestServer::start_on(cache, move |b| b.grouping(ByNodeId).observer(p)).await;
+    let dir = ConfigDir::new();
+    let looping = plugin_entry("looping", &plugin_wasm("bad_endless_loop"), "{}");
+    let config =
+        format!("[xds]\ngroup_by = \"node-id\"\n\n{looping}limits = {{ deadline_ms = 20 }}\n");
+    let server = dir.serve(&config).await;
+    let pipeline = server.pipeline();
     let mut c = Sotw::open(&server, node("slow")).await;
     c.request(T_CLUSTER, &[], "", "").await;
     // Its deadline is hit every time, without any input change: it is retried (200, 400,
@@ -394,6 +356,7 @@ async fn a_transiently_failing_group_is_retried_with_backoff_while_it_has_stream
     assert!(error.contains("deadline"), "{error}");
 }
 
+// Wired by hand: the pipeline alone, with no server, calling what a reload's canary calls.
 #[tokio::test]
 async fn a_result_computed_for_an_earlier_node_is_not_published_after_the_node_changed() {
     let engine = engine();

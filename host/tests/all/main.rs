@@ -11,6 +11,7 @@
 
 mod admin;
 mod admin_security;
+mod architecture;
 mod cli;
 mod connections;
 mod csds_access;
@@ -34,4 +35,5 @@ mod real_reload;
 mod scripted;
 mod support;
 mod tls_limits;
+mod watch_events;
 mod xds_port_services;

@@ -7,16 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nebucloud_xds::cache::Cache;
-use nebucloud_xds::inputs::{watch_dir, DirSource, InputLimits, InputStore};
+use nebucloud_xds::inputs::{watch_dir, DirSource, DocKey, InputLimits, InputStore, InputView};
 use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
-use nebucloud_xds::plugins::{InputView, Plugin, PluginChain, PluginLimits};
-use nebucloud_xds::xds::ByIdentity;
+use nebucloud_xds::plugins::{Plugin, PluginChain, PluginLimits};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::google::protobuf::{value::Kind, ListValue, Struct, Value};
 
 use crate::plugins_runtime::{engine, load};
 use crate::real_plugins::mesh_server;
 use crate::scripted::*;
+use crate::support::app::{plugin_entry, ConfigDir};
 use crate::support::backend::HttpBackend;
 use crate::support::envoy::{Envoy, XdsMode};
 use crate::support::{free_port, plugin_wasm, wait_until};
@@ -55,7 +55,11 @@ fn node_reading(id: &str, services: &[&str]) -> Node {
 
 #[tokio::test]
 async fn a_change_recomputes_only_the_groups_that_read_it() {
-    let store = Arc::new(InputStore::new());
+    let dir = ConfigDir::new();
+    let server = mesh_server(free_port(), &dir).await;
+    let pipeline = server.pipeline();
+    // The test is an input source of its own: it writes the store and tells the pipeline.
+    let store = server.inputs();
     let docs = |a: u16, b: u16| {
         let mut d = nebucloud_xds::inputs::parse_documents(
             std::path::Path::new("a.yaml"),
@@ -72,7 +76,6 @@ async fn a_change_recomputes_only_the_groups_that_read_it() {
         d
     };
     store.replace_source("test", docs(1, 2));
-    let (server, pipeline) = mesh_server(free_port(), Arc::clone(&store)).await;
     let mut reads_a = Sotw::open(&server, node_reading("reads-a", &["a"])).await;
     let mut reads_b = Sotw::open(&server, node_reading("reads-b", &["b"])).await;
     for (c, name) in [(&mut reads_a, "a"), (&mut reads_b, "b")] {
@@ -92,7 +95,7 @@ async fn a_change_recomputes_only_the_groups_that_read_it() {
     assert_eq!((a0, b0), (1, 1));
 
     let changed = store.replace_source("test", docs(11, 2));
-    assert_eq!(changed, vec![("Service".to_owned(), "a".to_owned())]);
+    assert_eq!(changed, vec![DocKey::new("Service", "a")]);
     let mut batches = pipeline.batches();
     let before = *batches.borrow_and_update();
     pipeline.inputs_changed(changed);
@@ -121,16 +124,19 @@ async fn editing_adding_deleting_and_breaking_input_files_drive_a_real_envoy() {
     let dir = tempfile::tempdir().unwrap();
     let file = |n: &str| dir.path().join(n);
     std::fs::write(file("web.yaml"), service_yaml("web", one.port())).unwrap();
-    let store = Arc::new(InputStore::new());
-    // The test scans by hand right after each write: no settle window.
+    let port = free_port();
+    let config = ConfigDir::new();
+    let server = mesh_server(port, &config).await;
+    let pipeline = server.pipeline();
+    // A directory source of the test's own, into the server's store: the test scans by hand
+    // right after each write (no settle window), so each step is exact.
     let at_once = InputLimits {
         settle: Duration::ZERO,
         ..InputLimits::default()
     };
-    let mut source = DirSource::with_limits(dir.path(), Arc::clone(&store), at_once).unwrap();
-    source.scan();
-    let port = free_port();
-    let (server, pipeline) = mesh_server(port, Arc::clone(&store)).await;
+    let mut source =
+        DirSource::with_limits(dir.path(), Arc::clone(server.inputs()), at_once).unwrap();
+    pipeline.inputs_changed(source.scan().0);
     let envoy = Envoy::start(server.addr.port(), "envoy-files", XdsMode::DeltaAds)
         .await
         .unwrap();
@@ -187,6 +193,7 @@ async fn editing_adding_deleting_and_breaking_input_files_drive_a_real_envoy() {
 /// A file written in two steps whose first half parses (one service of two), with a pause
 /// shorter than the settle window but longer than several scans: the pipeline is told of the
 /// file once, whole.
+// Wired by hand: the directory source alone, watched, with a recorder where the pipeline goes.
 #[tokio::test]
 async fn a_half_written_input_file_is_never_published() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,9 +218,13 @@ async fn a_half_written_input_file_is_never_published() {
     );
     let (first, rest) = whole.split_at(whole.find("---").unwrap());
     let path = dir.path().join("shop.yaml");
-    std::fs::write(&path, first).unwrap();
+    // One writer, one open handle: the first half is on disk (and parses) for 400 ms before
+    // the rest arrives and the file is closed. Neither the file events (no close yet) nor the
+    // settle rule may publish it meanwhile.
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(first.as_bytes()).unwrap();
+    file.flush().unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let mut file = std::fs::File::options().append(true).open(&path).unwrap();
     file.write_all(rest.as_bytes()).unwrap();
     drop(file);
     wait_until(WAIT, POLL, async || {
@@ -232,8 +243,15 @@ async fn a_half_written_input_file_is_never_published() {
 #[tokio::test]
 async fn no_bad_plugin_takes_a_connected_clients_config_away() {
     let engine = engine();
-    let store = Arc::new(InputStore::new());
-    store.replace_source(
+    let dir = ConfigDir::new();
+    let config = format!(
+        "[pipeline]\ndebounce_ms = 10\n\n{}",
+        plugin_entry("mesh", &plugin_wasm("mesh"), "{}")
+    );
+    let server = dir.serve(&config).await;
+    let pipeline = server.pipeline();
+    // The test is an input source of its own.
+    server.inputs().replace_source(
         "test",
         nebucloud_xds::inputs::parse_documents(
             std::path::Path::new("s.yaml"),
@@ -241,20 +259,8 @@ async fn no_bad_plugin_takes_a_connected_clients_config_away() {
         )
         .unwrap(),
     );
+    // The chains below are set on the pipeline directly: a reload's canary would refuse them.
     let mesh = load(&engine, "mesh", serde_json::json!({}));
-    let cache = Cache::new();
-    let options = PipelineOptions {
-        debounce: Duration::from_millis(10),
-        ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::start(
-        cache.clone(),
-        PluginChain::new(vec![Arc::clone(&mesh)]),
-        Arc::clone(&store) as Arc<dyn InputView>,
-        options,
-    );
-    let p = pipeline.clone();
-    let server = TestServer::start_on(cache, move |b| b.grouping(ByIdentity).observer(p)).await;
     let mut client = Sotw::open(&server, node("holder")).await;
     client.request(T_CLUSTER, &[], "", "").await;
     let held = client.recv().await;
@@ -319,6 +325,7 @@ async fn no_bad_plugin_takes_a_connected_clients_config_away() {
 /// `install_chain` publishes a reload's precomputed results as they are when no input changed
 /// since they were computed, and recomputes with the installed chain when one did. The results
 /// come from another chain here, so the cache shows which path was taken.
+// Wired by hand: the pipeline alone over fixed inputs, with no server, calling what a reload calls.
 #[tokio::test]
 async fn precomputed_results_are_published_only_while_the_inputs_are_unchanged() {
     let engine = engine();

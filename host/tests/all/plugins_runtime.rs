@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use nebucloud_xds::plugins::{
-    EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits, StaticInputs,
-};
+use nebucloud_xds::inputs::StaticInputs;
+use nebucloud_xds::plugins::{EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::type_url;
 

@@ -1,64 +1,49 @@
-//! Real Envoy and real gRPC clients configured by the mesh plugin through the policy chain:
-//! requests flow, input changes reach them, and a failing run leaves them on their last good
-//! configuration.
+//! Real Envoy and real gRPC clients configured by the mesh plugin through the policy chain of
+//! the server as `serve` builds it: requests flow, input file changes reach them, and a failing
+//! run leaves them on their last good configuration.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds::cache::Cache;
-use nebucloud_xds::inputs::InputStore;
-use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
-use nebucloud_xds::plugins::{Document, InputView, PluginChain};
-use nebucloud_xds::xds::ByIdentity;
-
-use crate::plugins_runtime::{engine, load};
 use crate::scripted::TestServer;
+use crate::support::app::{plugin_entry, ConfigDir};
 use crate::support::backend::HttpBackend;
 use crate::support::clients::{who, ClientKind, GrpcBackend, GrpcClient};
 use crate::support::envoy::{Envoy, XdsMode};
-use crate::support::{free_port, wait_until};
+use crate::support::{free_port, plugin_wasm, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-fn service(name: &str, protocol: &str, port: u16) -> Document {
-    let json = serde_json::json!({"kind": "Service", "name": name, "protocol": protocol,
-        "endpoints": [{"address": "127.0.0.1", "port": port, "zone": "a"}]});
-    Document {
-        kind: "Service".into(),
-        name: name.into(),
-        json: json.to_string().into(),
-    }
+fn service(name: &str, protocol: &str, port: u16) -> serde_json::Value {
+    serde_json::json!({"kind": "Service", "name": name, "protocol": protocol,
+        "endpoints": [{"address": "127.0.0.1", "port": port, "zone": "a"}]})
 }
 
-/// The quickstart chain (mesh → retries → cluster-guard) over a store, behind a server.
-pub(crate) async fn mesh_server(
-    listener_port: u16,
-    store: Arc<InputStore>,
-) -> (TestServer, Pipeline) {
-    let engine = engine();
-    let chain = PluginChain::new(vec![
-        load(
-            &engine,
-            "mesh",
-            serde_json::json!({"listener_port": listener_port}),
-        ),
-        load(
-            &engine,
+/// An inputs file of these documents.
+fn services(docs: &[serde_json::Value]) -> String {
+    serde_json::to_string(docs).unwrap()
+}
+
+/// The quickstart chain (mesh → retries → cluster-guard) as `serve` runs it from a config in
+/// `dir`: its inputs from `dir`'s `inputs/`, scanned every 20 ms.
+pub(crate) async fn mesh_server(listener_port: u16, dir: &ConfigDir) -> TestServer {
+    dir.serve(&mesh_config(listener_port, "")).await
+}
+
+/// The config of [`mesh_server`], with `inputs` (keys of `[inputs]`) added.
+pub(crate) fn mesh_config(listener_port: u16, inputs: &str) -> String {
+    let mesh = format!("{{ listener_port = {listener_port} }}");
+    format!(
+        "[pipeline]\ndebounce_ms = 20\n\n\
+         [inputs]\ndir = \"inputs\"\ninterval_ms = 20\n{inputs}\n{}{}{}",
+        plugin_entry("mesh", &plugin_wasm("mesh"), &mesh),
+        plugin_entry(
             "retries",
-            serde_json::json!({"num_retries": 2, "timeout_ms": 5000}),
+            &plugin_wasm("retries"),
+            "{ num_retries = 2, timeout_ms = 5000 }"
         ),
-        load(&engine, "cluster-guard", serde_json::json!({})),
-    ]);
-    let cache = Cache::new();
-    let options = PipelineOptions {
-        debounce: Duration::from_millis(20),
-        ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::start(cache.clone(), chain, store as Arc<dyn InputView>, options);
-    let p = pipeline.clone();
-    let server = TestServer::start_on(cache, move |b| b.grouping(ByIdentity).observer(p)).await;
-    (server, pipeline)
+        plugin_entry("cluster-guard", &plugin_wasm("cluster-guard"), "{}"),
+    )
 }
 
 #[tokio::test]
@@ -66,16 +51,17 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
     let web1 = HttpBackend::start("web-1").await.unwrap();
     let web2 = HttpBackend::start("web-2").await.unwrap();
     let greeter = GrpcBackend::start_tagged("greeter-1").await.unwrap();
-    let store = Arc::new(InputStore::new());
-    store.replace_source(
-        "test",
-        vec![
+    let dir = ConfigDir::new();
+    dir.write_input(
+        "services.json",
+        &services(&[
             service("web", "http", web1.port()),
             service("greeter", "grpc", greeter.port()),
-        ],
+        ]),
     );
     let port = free_port();
-    let (server, pipeline) = mesh_server(port, Arc::clone(&store)).await;
+    let server = mesh_server(port, &dir).await;
+    let pipeline = server.pipeline();
 
     // Envoy: the ingress listener routes /web/ to the web service.
     let envoy = Envoy::start(server.addr.port(), "envoy-mesh", XdsMode::SotwAds)
@@ -112,14 +98,13 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
     }
 
     // An input change reaches Envoy on its open stream.
-    let changed = store.replace_source(
-        "test",
-        vec![
+    dir.write_input(
+        "services.json",
+        &services(&[
             service("web", "http", web2.port()),
             service("greeter", "grpc", greeter.port()),
-        ],
+        ]),
     );
-    pipeline.inputs_changed(changed);
     let got = wait_until(WAIT, POLL, async || {
         Ok(Some(Envoy::ok_body(port, "/web/x").await?).filter(|b| b == "web-2"))
     })
@@ -132,14 +117,13 @@ async fn envoy_and_grpc_clients_are_configured_by_the_plugin_chain_and_keep_last
 
     // A broken input makes the mesh plugin fail: the group keeps its last good config.
     let version_before = server.versions();
-    let changed = store.replace_source(
-        "test",
-        vec![
+    dir.write_input(
+        "services.json",
+        &services(&[
             service("web", "http", 0),
             service("greeter", "grpc", greeter.port()),
-        ],
+        ]),
     );
-    pipeline.inputs_changed(changed);
     let failed = wait_until(WAIT, POLL, async || {
         Ok(pipeline
             .groups()

@@ -6,17 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds::cache::Cache;
-use nebucloud_xds::inputs::InputStore;
-use nebucloud_xds::pipeline::{Pipeline, PipelineOptions};
-use nebucloud_xds::plugins::{
-    InputView, Plugin, PluginChain, PluginLimits, PluginSlots, ReloadError, SlotSpec,
-};
-use nebucloud_xds::xds::ByIdentity;
+use nebucloud_xds::inputs::{Document, InputStore};
+use nebucloud_xds::pipeline::Pipeline;
+use nebucloud_xds::plugins::{PluginSlots, ReloadError};
 use nebucloud_xds_proto::type_url;
 
-use crate::plugins_runtime::engine;
 use crate::scripted::{node, Sotw, TestServer};
+use crate::support::app::{plugin_entry, ConfigDir};
 use crate::support::backend::HttpBackend;
 use crate::support::clients::{ClientKind, GrpcBackend, GrpcClient};
 use crate::support::envoy::{Envoy, XdsMode};
@@ -31,78 +27,51 @@ fn service_json(name: &str, protocol: &str, port: u16, weight: u64) -> String {
     .to_string()
 }
 
+/// The server as `serve` builds it, with the test as its input source: it writes the store
+/// and tells the pipeline what changed.
 struct Mesh {
     server: TestServer,
     pipeline: Pipeline,
     slots: PluginSlots,
     store: Arc<InputStore>,
     tagger_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: ConfigDir,
 }
 
-/// mesh → tagger(v1) → cluster-guard, with the tagger loaded from a file the test controls.
-async fn mesh_with_tagger(listener_port: u16, web: u16, greeter: u16) -> Mesh {
-    let engine = engine();
-    let dir = tempfile::tempdir().unwrap();
+/// These tests reload by hand: a file watch would contend with them for the reload.
+const RELOAD_BY_HAND: &str = "[reload]\nwatch = false\n";
+
+/// mesh → tagger(v1) → cluster-guard, with the tagger loaded from a file the test controls
+/// (beside the config) and plugin files reloaded as `reload` (a `[reload]` section) says.
+async fn mesh_with_tagger(listener_port: u16, web: u16, greeter: u16, reload: &str) -> Mesh {
+    let dir = ConfigDir::new();
     let tagger_path = dir.path().join("tagger.wasm");
     std::fs::copy(plugin_wasm("tagger_v1"), &tagger_path).unwrap();
-    let spec = |name: &str, path: std::path::PathBuf, config: serde_json::Value| {
-        let wasm = std::fs::read(&path).unwrap();
-        let plugin =
-            Arc::new(Plugin::load(&engine, name, &wasm, &config, PluginLimits::default()).unwrap());
-        SlotSpec {
-            name: name.into(),
-            path,
-            config,
-            limits: PluginLimits::default(),
-            plugin,
-        }
-    };
-    let specs = vec![
-        spec(
-            "mesh",
-            plugin_wasm("mesh"),
-            serde_json::json!({"listener_port": listener_port}),
-        ),
-        spec("tagger", tagger_path.clone(), serde_json::json!({})),
-        spec(
-            "cluster-guard",
-            plugin_wasm("cluster-guard"),
-            serde_json::json!({}),
-        ),
-    ];
-    let store = Arc::new(InputStore::new());
+    let mesh = format!("{{ listener_port = {listener_port} }}");
+    let config = format!(
+        "[pipeline]\ndebounce_ms = 20\n\n{reload}\n{}{}{}",
+        plugin_entry("mesh", &plugin_wasm("mesh"), &mesh),
+        plugin_entry("tagger", &tagger_path, "{}"),
+        plugin_entry("cluster-guard", &plugin_wasm("cluster-guard"), "{}"),
+    );
+    let server = dir.serve(&config).await;
+    let store = Arc::clone(server.inputs());
     store.replace_source("web", parse(&service_json("web", "http", web, 1)));
     store.replace_source(
         "greeter",
         parse(&service_json("greeter", "grpc", greeter, 1)),
     );
-    let cache = Cache::new();
-    let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
-    let options = PipelineOptions {
-        debounce: Duration::from_millis(20),
-        ..PipelineOptions::default()
-    };
-    let pipeline = Pipeline::start(
-        cache.clone(),
-        chain,
-        Arc::clone(&store) as Arc<dyn InputView>,
-        options,
-    );
-    let slots = PluginSlots::new(engine, pipeline.clone(), specs);
-    let p = pipeline.clone();
-    let server = TestServer::start_on(cache, move |b| b.grouping(ByIdentity).observer(p)).await;
     Mesh {
+        pipeline: server.pipeline().clone(),
+        slots: server.slots().clone(),
         server,
-        pipeline,
-        slots,
         store,
         tagger_path,
-        _dir: dir,
+        dir,
     }
 }
 
-fn parse(json: &str) -> Vec<nebucloud_xds::plugins::Document> {
+fn parse(json: &str) -> Vec<Document> {
     nebucloud_xds::inputs::parse_documents(std::path::Path::new("test.json"), json).unwrap()
 }
 
@@ -117,7 +86,7 @@ async fn plugin_replaced_three_times_under_load_without_dropping_a_stream_or_a_r
     let web = HttpBackend::start("web").await.unwrap();
     let greeter = GrpcBackend::start_tagged("greeter").await.unwrap();
     let port = free_port();
-    let mesh = mesh_with_tagger(port, web.port(), greeter.port()).await;
+    let mesh = mesh_with_tagger(port, web.port(), greeter.port(), RELOAD_BY_HAND).await;
     let envoy = Envoy::start(mesh.server.addr.port(), "envoy-reload", XdsMode::SotwAds)
         .await
         .unwrap();
@@ -265,7 +234,7 @@ async fn plugin_replaced_three_times_under_load_without_dropping_a_stream_or_a_r
 async fn a_broken_version_is_refused_and_the_old_one_keeps_serving() {
     let web = HttpBackend::start("web").await.unwrap();
     let port = free_port();
-    let mesh = mesh_with_tagger(port, web.port(), 1).await;
+    let mesh = mesh_with_tagger(port, web.port(), 1, RELOAD_BY_HAND).await;
     // A node whose id makes the canary plugin panic.
     let mut canary = Sotw::open(&mesh.server, node("canary-fail-1")).await;
     canary.request(type_url::LISTENER, &[], "", "").await;
@@ -297,7 +266,7 @@ async fn a_broken_version_is_refused_and_the_old_one_keeps_serving() {
         Some((hash, true))
     );
 
-    let garbage = mesh._dir.path().join("garbage.wasm");
+    let garbage = mesh.dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm but not really").unwrap();
     let err = mesh
         .slots
@@ -329,7 +298,7 @@ async fn a_broken_version_is_refused_and_the_old_one_keeps_serving() {
 async fn a_version_that_makes_a_later_validator_refuse_a_working_group_is_refused() {
     let web = HttpBackend::start("web").await.unwrap();
     let port = free_port();
-    let mesh = mesh_with_tagger(port, web.port(), 1).await;
+    let mesh = mesh_with_tagger(port, web.port(), 1, RELOAD_BY_HAND).await;
     let mut client = Sotw::open(&mesh.server, node("validated-1")).await;
     client.request(type_url::ROUTE, &[], "", "").await;
     let first = client.recv().await;
@@ -359,12 +328,9 @@ async fn a_version_that_makes_a_later_validator_refuse_a_working_group_is_refuse
 
 #[tokio::test]
 async fn a_plugin_file_written_slowly_in_chunks_is_loaded_once_whole() {
-    let mesh = mesh_with_tagger(free_port(), 1, 1).await;
-    let watcher = tokio::spawn(nebucloud_xds::plugins::watch_plugin_files(
-        mesh.slots.clone(),
-        Duration::from_millis(50),
-        Duration::from_millis(600),
-    ));
+    // The server's own watch of its plugin files.
+    let reload = "[reload]\ninterval_ms = 50\nsettle_ms = 600\n";
+    let mesh = mesh_with_tagger(free_port(), 1, 1, reload).await;
     let new = std::fs::read(plugin_wasm("tagger_v2")).unwrap();
     {
         use std::io::Write;
@@ -396,5 +362,4 @@ async fn a_plugin_file_written_slowly_in_chunks_is_loaded_once_whole() {
         "a partial file was offered: {:?}",
         status.rejected
     );
-    watcher.abort();
 }

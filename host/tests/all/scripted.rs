@@ -2,8 +2,13 @@
 //! to pin the server's protocol behaviour down request by request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use nebucloud_xds::app::{App, Running};
+use nebucloud_xds::inputs::InputStore;
+use nebucloud_xds::pipeline::Pipeline;
+use nebucloud_xds::plugins::PluginSlots;
 use nebucloud_xds::{Cache, Resource, ResourceSet, XdsServer};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -21,12 +26,14 @@ pub const T_ENDPOINT: &str = nebucloud_xds_proto::type_url::ENDPOINT;
 pub const T_LISTENER: &str = nebucloud_xds_proto::type_url::LISTENER;
 pub const T_ROUTE: &str = nebucloud_xds_proto::type_url::ROUTE;
 
-/// A server on a free loopback port, stopped when dropped.
+/// A server on a free loopback port, stopped when dropped: a bare [`XdsServer`] over a cache
+/// the test fills, or the whole server as `serve` builds it ([`TestServer::app`]).
 pub struct TestServer {
     pub addr: SocketAddr,
     pub server: XdsServer,
     pub cache: Cache,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    app: Option<Running>,
 }
 
 impl TestServer {
@@ -45,17 +52,13 @@ impl TestServer {
         Self::start_with(|b| b).await
     }
 
+    /// A bare xDS server over a cache the test fills, built by `f`.
+    // Wired by hand: the protocol tests pin down the xDS layer alone; the whole server is
+    // `TestServer::app`.
     pub async fn start_with(
         f: impl FnOnce(nebucloud_xds::xds::XdsServerBuilder) -> nebucloud_xds::xds::XdsServerBuilder,
     ) -> Self {
-        Self::start_on(Cache::new(), f).await
-    }
-
-    /// A server over a cache the caller also feeds (e.g. through a plugin pipeline).
-    pub async fn start_on(
-        cache: Cache,
-        f: impl FnOnce(nebucloud_xds::xds::XdsServerBuilder) -> nebucloud_xds::xds::XdsServerBuilder,
-    ) -> Self {
+        let cache = Cache::new();
         let server = f(XdsServer::builder(cache.clone())).build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -73,7 +76,43 @@ impl TestServer {
             server,
             cache,
             stop: Some(stop),
+            app: None,
         }
+    }
+
+    /// Serves `app` (built by `App` from a config, as `serve` builds it) on loopback ports the
+    /// kernel picks, xDS and admin.
+    pub async fn app(app: App) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let running = app.spawn(Some(any), Some(any)).await.unwrap();
+        TestServer {
+            addr: running.xds_addr,
+            server: running.server().clone(),
+            cache: running.server().cache().clone(),
+            stop: None,
+            app: Some(running),
+        }
+    }
+
+    /// The whole server, when built by `App`.
+    pub fn running(&self) -> &Running {
+        self.app.as_ref().expect("a server built by App")
+    }
+
+    /// The pipeline of a server built by `App` with plugins.
+    pub fn pipeline(&self) -> &Pipeline {
+        self.running().pipeline().expect("a server with plugins")
+    }
+
+    /// The plugin slots of a server built by `App` with plugins.
+    pub fn slots(&self) -> &PluginSlots {
+        self.running().plugins().expect("a server with plugins")
+    }
+
+    /// The input store of a server built by `App` with plugins: a test that is an input source
+    /// of its own writes it, then tells the pipeline what changed.
+    pub fn inputs(&self) -> &Arc<InputStore> {
+        self.running().inputs().expect("a server with plugins")
     }
 
     pub async fn channel(&self) -> Channel {

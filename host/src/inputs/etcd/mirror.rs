@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use super::source_name;
 use crate::inputs::limits::DocumentBudget;
-use crate::inputs::{parse_documents, InputStore, SourceHealth};
-use crate::plugins::Document;
+use crate::inputs::{parse_documents, DocKey, Document, InputStore, SourceHealth};
 
 /// Values of at most this many bytes in all are decoded on the task itself: a thread hop
 /// would cost more than the parse.
@@ -110,7 +109,7 @@ impl KeyMirror {
     }
 
     /// Applies one change; returns the keys whose documents in effect changed.
-    pub(super) fn apply(&mut self, key: &str, update: Update) -> Vec<(String, String)> {
+    pub(super) fn apply(&mut self, key: &str, update: Update) -> Vec<DocKey> {
         match update {
             Update::Put(decoded) => self.put(key, decoded),
             Update::Delete => self.delete(key),
@@ -119,7 +118,7 @@ impl KeyMirror {
 
     /// `key` now holds `decoded`: its documents replace the key's last ones, unless it was
     /// refused, when the last ones stay and the health names the key and why.
-    fn put(&mut self, key: &str, decoded: Decoded) -> Vec<(String, String)> {
+    fn put(&mut self, key: &str, decoded: Decoded) -> Vec<DocKey> {
         let admitted = decoded.and_then(|docs| self.budget.admit(key, docs.len()).map(|()| docs));
         match admitted {
             Ok(docs) => {
@@ -135,7 +134,7 @@ impl KeyMirror {
     }
 
     /// `key` was deleted: its documents go.
-    fn delete(&mut self, key: &str) -> Vec<(String, String)> {
+    fn delete(&mut self, key: &str) -> Vec<DocKey> {
         self.health.valid(key);
         self.budget.release(key);
         if self.present.remove(key) {
@@ -146,7 +145,7 @@ impl KeyMirror {
     }
 
     /// etcd holds exactly `listing`: every key in it is put, every other key is deleted.
-    pub(super) fn reconcile(&mut self, listing: Vec<(String, Update)>) -> Vec<(String, String)> {
+    pub(super) fn reconcile(&mut self, listing: Vec<(String, Update)>) -> Vec<DocKey> {
         let listed: BTreeSet<&str> = listing.iter().map(|(k, _)| k.as_str()).collect();
         let gone: BTreeSet<String> = self
             .present
@@ -171,7 +170,7 @@ impl KeyMirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::InputView;
+    use crate::inputs::InputView;
 
     const MAX: usize = 1 << 20;
 
@@ -183,7 +182,7 @@ mod tests {
         )
     }
 
-    fn put(m: &mut KeyMirror, key: &str, value: &[u8]) -> Vec<(String, String)> {
+    fn put(m: &mut KeyMirror, key: &str, value: &[u8]) -> Vec<DocKey> {
         m.apply(key, Update::Put(decode(key, value, MAX)))
     }
 
@@ -255,7 +254,7 @@ mod tests {
         let listing = [("/nx/a", svc("a", 1)), ("/nx/d", svc("d", 1))]
             .map(|(k, v)| (k.to_owned(), Update::Put(decode(k, &v, MAX))));
         let changed = m.reconcile(listing.into());
-        let names: Vec<&str> = changed.iter().map(|(_, n)| n.as_str()).collect();
+        let names: Vec<&str> = changed.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, vec!["b", "d"]);
         assert!(m.store.get("Service", "b").is_none());
         assert!(

@@ -5,6 +5,7 @@
 //! one way, for both, to open a file that may have been swapped for a FIFO or a device since
 //! it was checked, and to read no more of it than allowed.
 
+use std::ffi::OsStr;
 use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -145,27 +146,32 @@ pub(super) fn files_under(dir: &Path) -> Vec<PathBuf> {
         };
         for e in entries.flatten() {
             let p = e.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
             let Ok(kind) = e.file_type() else { continue };
-            if hidden {
+            if hidden(&e.file_name()) {
                 continue;
             }
-            let document = matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("yaml" | "yml" | "json")
-            );
             if kind.is_dir() {
                 stack.push(p);
-            } else if document && !(kind.is_symlink() && p.is_dir()) {
+            } else if document(&p) && !(kind.is_symlink() && p.is_dir()) {
                 out.push(p);
             }
         }
     }
     out.sort();
     out
+}
+
+/// Whether a name is hidden: such a file, or a directory with all it holds, is not read.
+pub(super) fn hidden(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with('.'))
+}
+
+/// Whether `path` names a document file by its extension.
+pub(super) fn document(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|x| x.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
 }
 
 /// The text of the regular file at `path` if it is still the one listed as `listed`. Refused

@@ -10,8 +10,7 @@ use kube::api::{ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::watcher::Event;
 
 use super::{mesh, Role, WatchTarget};
-use crate::inputs::InputStore;
-use crate::plugins::Document;
+use crate::inputs::{DocKey, Document, InputStore};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -48,7 +47,7 @@ struct WatchState {
 /// Keys that changed, and which Services' mesh documents to recompute.
 #[derive(Default)]
 struct Changes {
-    keys: Vec<(String, String)>,
+    keys: Vec<DocKey>,
     services: BTreeSet<ObjectKey>,
 }
 
@@ -71,7 +70,7 @@ impl ClusterMirror {
     }
 
     /// Applies one event of watch `i`; returns the keys it changed, sorted.
-    pub(super) fn apply(&mut self, i: usize, event: Event<DynamicObject>) -> Vec<(String, String)> {
+    pub(super) fn apply(&mut self, i: usize, event: Event<DynamicObject>) -> Vec<DocKey> {
         let mut changes = Changes::default();
         match event {
             Event::Init => self.watches[i].listing = Some(Vec::new()),
@@ -282,8 +281,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::inputs::InputView;
     use crate::inputs::KubernetesConfig;
-    use crate::plugins::InputView;
 
     const SERVICES: usize = 0;
     const SLICES: usize = 1;
@@ -300,14 +299,11 @@ mod tests {
         .unwrap()
     }
 
-    fn keys(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
-            .collect()
+    fn keys(pairs: &[(&str, &str)]) -> Vec<DocKey> {
+        pairs.iter().map(|(k, n)| DocKey::new(*k, *n)).collect()
     }
 
-    fn list(m: &mut ClusterMirror, i: usize, objects: Vec<DynamicObject>) -> Vec<(String, String)> {
+    fn list(m: &mut ClusterMirror, i: usize, objects: Vec<DynamicObject>) -> Vec<DocKey> {
         let mut changed = m.apply(i, Event::Init);
         for o in objects {
             changed.extend(m.apply(i, Event::InitApply(o)));

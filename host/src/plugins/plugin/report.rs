@@ -6,14 +6,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::CONTRACT;
-use crate::plugins::inputs::Reads;
+use crate::inputs::Reads;
 
 /// Why a plugin file cannot be loaded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PluginLoadError {
     /// Not a WebAssembly component (a core module, or not wasm at all).
-    #[error("not a WebAssembly component ({0}); build plugins with `cargo build --target wasm32-wasip2`")]
-    NotAComponent(String),
+    #[error("not a WebAssembly component ({reason}); build plugins with `cargo build --target wasm32-wasip2`")]
+    NotAComponent {
+        /// What the file is instead, on one line.
+        reason: String,
+        /// wasmtime's error, when the file got as far as its parser (`reason` is then its
+        /// chain on one line); none when the first bytes already tell.
+        #[source]
+        source: Option<wasmtime::Error>,
+    },
     /// The plugin imports something the contract does not offer.
     #[error("imports `{0}`, which the plugin contract does not offer (plugins get `{CONTRACT}` and no files, sockets, environment or clocks)")]
     ForeignImport(String),
@@ -24,11 +31,20 @@ pub enum PluginLoadError {
         found: String,
     },
     /// The plugin does not export the contract's functions with the contract's types.
-    #[error("does not implement the plugin world: {0}")]
-    Exports(String),
-    /// Its `init` refused its configuration, or trapped.
-    #[error("init failed: {0}")]
-    Init(String),
+    #[error("does not implement the plugin world: {0:#}")]
+    Exports(#[source] wasmtime::Error),
+    /// Its `init` refused its configuration ([`PluginFault::Returned`]), or trapped.
+    #[error("init failed: {}", init_failure(.0))]
+    Init(#[source] PluginFault),
+}
+
+/// What `init failed: …` goes on with: the plugin's own message when it refused its config
+/// (without the `init: ` its fault carries, which would say init twice), else the fault.
+fn init_failure(fault: &PluginFault) -> String {
+    match fault {
+        PluginFault::Returned(m) => m.strip_prefix("init: ").unwrap_or(m).to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Why one call of a plugin produced no resources.
@@ -194,5 +210,51 @@ impl PluginStats {
             instructions: self.instructions.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|l| l.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// An error as wasmtime reports a bad export: a context over a cause.
+    fn export_mismatch() -> wasmtime::Error {
+        wasmtime::Error::msg("expected `list<resource>`, found `string`")
+            .context("type mismatch for export `run`")
+    }
+
+    #[test]
+    fn load_errors_keep_wasmtimes_error_and_the_fault_as_source_and_read_as_before() {
+        let err = PluginLoadError::Exports(export_mismatch());
+        // What `PluginLoadError::Exports(format!("{e:#}"))` displayed.
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "does not implement the plugin world: {:#}",
+                export_mismatch()
+            )
+        );
+        assert_eq!(
+            err.to_string(),
+            "does not implement the plugin world: type mismatch for export `run`: expected `list<resource>`, found `string`"
+        );
+        let source = err.source().expect("the wasmtime error is the source");
+        assert_eq!(source.to_string(), "type mismatch for export `run`");
+
+        let refused = PluginLoadError::Init(PluginFault::Returned("init: no key `port`".into()));
+        assert_eq!(refused.to_string(), "init failed: no key `port`");
+        let timed_out = PluginLoadError::Init(PluginFault::Timeout(Duration::from_millis(5)));
+        assert_eq!(
+            timed_out.to_string(),
+            "init failed: ran past its deadline of 5ms"
+        );
+        assert_eq!(
+            timed_out
+                .source()
+                .and_then(|s| s.downcast_ref::<PluginFault>()),
+            Some(&PluginFault::Timeout(Duration::from_millis(5)))
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! Harness for integration tests: where the real xDS clients live, free ports, and polling.
+//! Harness for integration tests: the server as `serve` builds it, where the real xDS clients
+//! live, free ports, and polling.
 #![allow(dead_code)] // Each test module uses its own subset of the harness.
 
+pub(crate) mod app;
 pub(crate) mod backend;
 pub(crate) mod clients;
 pub(crate) mod envoy;

@@ -2,7 +2,35 @@
 //! read so that a change recomputes exactly the groups that depend on it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
+
+/// The key of an input document: its kind, then its name. Keys order by kind first, so the
+/// documents of one kind are adjacent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DocKey {
+    /// The kind, e.g. `Service`.
+    pub kind: String,
+    /// The name, unique within its kind.
+    pub name: String,
+}
+
+impl DocKey {
+    /// The key of document `kind`/`name`.
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        DocKey {
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// `kind/name`, as operators see a key.
+impl fmt::Display for DocKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
 
 /// One input document as a plugin sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +41,13 @@ pub struct Document {
     pub name: String,
     /// Its content as JSON text.
     pub json: Arc<str>,
+}
+
+impl Document {
+    /// Its key.
+    pub fn key(&self) -> DocKey {
+        DocKey::new(self.kind.clone(), self.name.clone())
+    }
 }
 
 /// Something plugins can read documents from.
@@ -32,15 +67,15 @@ pub trait InputView: Send + Sync {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
     /// Documents read one by one (found or not).
-    pub documents: BTreeSet<(String, String)>,
+    pub documents: BTreeSet<DocKey>,
     /// Kinds listed whole.
     pub kinds: BTreeSet<String>,
 }
 
 impl Reads {
-    /// Whether a change of `kind`/`name` affects a run that read this.
-    pub fn depends_on(&self, kind: &str, name: &str) -> bool {
-        self.kinds.contains(kind) || self.documents.contains(&(kind.to_owned(), name.to_owned()))
+    /// Whether a change of document `key` affects a run that read this.
+    pub fn depends_on(&self, key: &DocKey) -> bool {
+        self.kinds.contains(&key.kind) || self.documents.contains(key)
     }
 
     /// Adds another run's reads.
@@ -94,5 +129,23 @@ impl InputView for StaticInputs {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_orders_by_kind_then_name_and_reads_as_kind_slash_name() {
+        let (a, b) = (DocKey::new("Route", "z"), DocKey::new("Service", "a"));
+        assert!(a < b);
+        assert_eq!(b.to_string(), "Service/a");
+        let reads = Reads {
+            documents: [b.clone()].into(),
+            kinds: ["Route".to_owned()].into(),
+        };
+        assert!(reads.depends_on(&a) && reads.depends_on(&b));
+        assert!(!reads.depends_on(&DocKey::new("Service", "b")));
     }
 }
