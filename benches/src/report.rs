@@ -201,7 +201,7 @@ fn reload_markdown(runs: &[RunResult], ctx: &Context) -> String {
         );
     }
     if let Some(r) = runs.first() {
-        let _ = writeln!(md, "\nPath: {}. The settle window is part of every number by design: a file still being written is never loaded.", r.update_path);
+        let _ = writeln!(md, "\nPath: {}. The file is picked up when it is closed after writing or renamed into place (inotify); `file check / settle` apply only to the polling fallback.", r.update_path);
     }
     md
 }

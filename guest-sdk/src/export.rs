@@ -1,11 +1,15 @@
-//! The glue between the WIT exports and a plain plugin function: config kept from `init`,
-//! inputs read through the host, panics reported through the host log.
+//! The glue between the WIT exports and a plain plugin function: config kept from `init`
+//! (decoded once, for a plugin that declares its type), inputs read through the host, panics
+//! reported through the host log.
 
 use std::sync::OnceLock;
 
 use crate::bindings::nebucloud::xds::host;
 use crate::bindings::nebucloud::xds::types::Level;
-use crate::plugin::{Context, Inputs, Locality, Node, PluginFn, Resource};
+use crate::error::Result;
+use crate::plugin::{
+    decode_config, ConfiguredPluginFn, Context, Inputs, Locality, Node, PluginFn, Resource,
+};
 
 static CONFIG: OnceLock<serde_json::Value> = OnceLock::new();
 
@@ -51,19 +55,55 @@ pub fn init(config: String) -> Result<(), String> {
 
 /// `init` for a plugin that declares its config type: the config must also decode into `T`,
 /// so that a typo in the server's config file is refused when the plugin loads (`serve`,
-/// `config check`, `plugin check --config`, a reload) rather than on its first run.
+/// `config check`, `plugin check --config`, a reload) rather than on its first run. The
+/// decoded value is kept in `slot` (a static of the `export_plugin!` expansion) for every
+/// `run` of this instance.
 #[doc(hidden)]
-pub fn init_with_config<T: serde::de::DeserializeOwned>(config: String) -> Result<(), String> {
-    serde_json::from_str::<T>(&config).map_err(|e| format!("plugin config: {e}"))?;
-    init(config)
+pub fn init_with_config<T: serde::de::DeserializeOwned>(
+    config: String,
+    slot: &OnceLock<T>,
+) -> Result<(), String> {
+    let typed = decode_config::<T>(&config)?;
+    init(config)?;
+    // As for `CONFIG`: an instance is initialised once.
+    let _ = slot.set(typed);
+    Ok(())
 }
 
-/// `run`: converts the WIT values, calls the plugin function, converts back.
+/// `run` of a plugin exported with `export_plugin!(f)`.
 #[doc(hidden)]
 pub fn run(
     plugin: PluginFn,
     node: crate::bindings::Node,
     resources: Vec<crate::bindings::Resource>,
+) -> Result<Vec<crate::bindings::Resource>, String> {
+    call(node, resources, plugin)
+}
+
+/// `run` of a plugin exported with `export_plugin!(f, config = T)`: hands it the config that
+/// `init` decoded into `slot`.
+#[doc(hidden)]
+pub fn run_with_config<T>(
+    plugin: ConfiguredPluginFn<T>,
+    slot: &OnceLock<T>,
+    node: crate::bindings::Node,
+    resources: Vec<crate::bindings::Resource>,
+) -> Result<Vec<crate::bindings::Resource>, String> {
+    call(node, resources, |ctx, resources| match slot.get() {
+        Some(config) => plugin(ctx, config, resources),
+        // The host calls `init` before any `run`, and an instance whose `init` failed is
+        // never run.
+        None => Err(crate::Error::msg(
+            "plugin config: `run` was called before a successful `init`",
+        )),
+    })
+}
+
+/// Converts the WIT values, calls the plugin function, converts back.
+fn call(
+    node: crate::bindings::Node,
+    resources: Vec<crate::bindings::Resource>,
+    plugin: impl FnOnce(&Context<'_>, Vec<Resource>) -> Result<Vec<Resource>>,
 ) -> Result<Vec<crate::bindings::Resource>, String> {
     let node = Node {
         id: node.id,
@@ -111,22 +151,16 @@ pub fn run(
 /// In a native build (`cargo test` of a plugin) there is no host: the line goes to stderr.
 pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
-    {
-        let level = match level {
-            LogLevel::Debug => Level::Debug,
-            LogLevel::Info => Level::Info,
-            LogLevel::Warn => Level::Warn,
-            LogLevel::Error => Level::Error,
-        };
-        host::log(level, message);
-    }
+    host::log(Level::from(level), message);
     #[cfg(not(target_arch = "wasm32"))]
     eprintln!("[{level:?}] {message}");
 }
 
-/// How loud a log line is.
+/// How loud a log line is: the contract's levels, one for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// Finer detail than `Debug`: each step of a computation.
+    Trace,
     /// Detail for debugging a plugin.
     Debug,
     /// Normal operation.
@@ -135,6 +169,18 @@ pub enum LogLevel {
     Warn,
     /// An error.
     Error,
+}
+
+impl From<LogLevel> for Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Trace => Level::Trace,
+            LogLevel::Debug => Level::Debug,
+            LogLevel::Info => Level::Info,
+            LogLevel::Warn => Level::Warn,
+            LogLevel::Error => Level::Error,
+        }
+    }
 }
 
 /// Makes a plugin function the component's `run` export.
@@ -149,18 +195,25 @@ pub enum LogLevel {
 /// ```
 ///
 /// With `config = T`, the plugin's config must decode into `T` when the plugin loads, or the
-/// load fails naming the field (with `#[serde(deny_unknown_fields)]` on `T`, a typo too):
+/// load fails naming the field (with `#[serde(deny_unknown_fields)]` on `T`, a typo too). The
+/// decoded `T` is kept for the life of the instance (in a static of this expansion, so `T` is
+/// `Send + Sync`) and handed to the function, which takes it as its second argument:
 ///
 /// ```ignore
-/// #[derive(serde::Deserialize)]
-/// #[serde(deny_unknown_fields)]
-/// struct Config { header: String }
+/// use nebucloud_xds_guest::serde::Deserialize;
 ///
+/// #[derive(Deserialize)]
+/// #[serde(crate = "nebucloud_xds_guest::serde", deny_unknown_fields)]
+/// pub struct Config { header: String }
+///
+/// fn generate(ctx: &Context<'_>, config: &Config, resources: Vec<Resource>) -> Result<Vec<Resource>> {
+///     Ok(resources)
+/// }
 /// export_plugin!(generate, config = Config);
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
-    (@export $plugin:path, $init:expr) => {
+    (@export $init:expr, $run:expr) => {
         #[doc(hidden)]
         pub struct NebucloudXdsPlugin;
 
@@ -173,17 +226,36 @@ macro_rules! export_plugin {
                 node: $crate::bindings::Node,
                 resources: ::std::vec::Vec<$crate::bindings::Resource>,
             ) -> ::std::result::Result<::std::vec::Vec<$crate::bindings::Resource>, ::std::string::String> {
-                $crate::export::run($plugin, node, resources)
+                $run(node, resources)
             }
         }
 
         $crate::bindings::export!(NebucloudXdsPlugin with_types_in $crate::bindings);
     };
     ($plugin:path) => {
-        $crate::export_plugin!(@export $plugin, $crate::export::init);
+        $crate::export_plugin!(
+            @export
+            $crate::export::init,
+            |node, resources| $crate::export::run($plugin, node, resources)
+        );
     };
     ($plugin:path, config = $config:ty) => {
-        $crate::export_plugin!(@export $plugin, $crate::export::init_with_config::<$config>);
+        /// The plugin's config, decoded by `init` once per instance.
+        #[doc(hidden)]
+        static NEBUCLOUD_XDS_CONFIG: ::std::sync::OnceLock<$config> = ::std::sync::OnceLock::new();
+
+        $crate::export_plugin!(
+            @export
+            |config| $crate::export::init_with_config::<$config>(config, &NEBUCLOUD_XDS_CONFIG),
+            |node, resources| {
+                $crate::export::run_with_config::<$config>(
+                    $plugin,
+                    &NEBUCLOUD_XDS_CONFIG,
+                    node,
+                    resources,
+                )
+            }
+        );
     };
 }
 
@@ -191,25 +263,91 @@ macro_rules! export_plugin {
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, PartialEq, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Config {
         header: String,
     }
 
+    fn node(id: &str) -> crate::bindings::Node {
+        crate::bindings::Node {
+            id: id.into(),
+            cluster: String::new(),
+            locality: None,
+            metadata_json: "{}".into(),
+            user_agent_name: String::new(),
+            user_agent_version: String::new(),
+            client_features: Vec::new(),
+        }
+    }
+
+    /// Names the node and the config's header in the one resource it returns.
+    fn echo(ctx: &Context<'_>, config: &Config, _: Vec<Resource>) -> Result<Vec<Resource>> {
+        Ok(vec![Resource {
+            type_url: "t".into(),
+            name: format!("{} {}", ctx.node().id, config.header),
+            // The address of the config: the same value on every call.
+            body: (std::ptr::from_ref(config) as usize).to_le_bytes().to_vec(),
+        }])
+    }
+
     #[test]
     fn a_config_that_does_not_decode_is_refused_at_init_naming_the_field() {
-        let typo = init_with_config::<Config>(r#"{"hedaer": "x-owner"}"#.into()).unwrap_err();
+        let slot = OnceLock::new();
+        let typo =
+            init_with_config::<Config>(r#"{"hedaer": "x-owner"}"#.into(), &slot).unwrap_err();
         assert!(
             typo.starts_with("plugin config: unknown field `hedaer`") && typo.contains("`header`"),
             "{typo}"
         );
-        let missing = init_with_config::<Config>("{}".into()).unwrap_err();
+        let missing = init_with_config::<Config>("{}".into(), &slot).unwrap_err();
         assert!(missing.contains("missing field `header`"), "{missing}");
-        let garbage = init_with_config::<Config>("not json".into()).unwrap_err();
+        let garbage = init_with_config::<Config>("not json".into(), &slot).unwrap_err();
         assert!(garbage.starts_with("plugin config: "), "{garbage}");
         // Nothing was kept: a refused config never becomes the plugin's.
         assert!(CONFIG.get().is_none());
+        assert!(slot.get().is_none());
+    }
+
+    #[test]
+    fn a_declared_config_is_decoded_once_and_handed_to_every_run() {
+        // What `init_with_config` keeps after its checks (`init` itself installs the panic
+        // hook, which logs through the host: not in a native test).
+        let config = decode_config::<Config>(r#"{"header": "x-owner"}"#);
+        let slot = OnceLock::from(config.unwrap());
+        let first = run_with_config(echo, &slot, node("a"), vec![]).unwrap();
+        let second = run_with_config(echo, &slot, node("b"), vec![]).unwrap();
+        assert_eq!(first[0].name, "a x-owner");
+        assert_eq!(second[0].name, "b x-owner");
+        assert_eq!(first[0].body, second[0].body, "the same decoded value");
+    }
+
+    #[test]
+    fn run_before_a_successful_init_is_an_error_not_a_panic() {
+        let e = run_with_config(echo, &OnceLock::new(), node("a"), vec![]).unwrap_err();
+        assert!(e.starts_with("plugin config: "), "{e}");
+    }
+
+    #[test]
+    fn every_log_level_maps_to_the_contracts_level_of_the_same_name() {
+        let levels = [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ];
+        let mapped = levels.map(Level::from);
+        assert_eq!(
+            mapped,
+            [
+                Level::Trace,
+                Level::Debug,
+                Level::Info,
+                Level::Warn,
+                Level::Error
+            ]
+        );
+        assert_eq!(format!("{:?}", LogLevel::Trace), "Trace");
     }
 }

@@ -6,44 +6,7 @@ use std::collections::BTreeMap;
 use nebucloud_xds_proto::prost::{Message, Name};
 use serde::de::DeserializeOwned;
 
-/// A plugin's error: the message the host logs, meters and shows, with plugin and node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
-
-impl Error {
-    /// An error with this message.
-    pub fn msg(message: impl std::fmt::Display) -> Self {
-        Error(message.to_string())
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<String> for Error {
-    fn from(s: String) -> Self {
-        Error(s)
-    }
-}
-
-impl From<&str> for Error {
-    fn from(s: &str) -> Self {
-        Error(s.to_owned())
-    }
-}
-
-/// The result of a plugin.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use crate::error::{Error, Result};
 
 /// Where a node runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -204,7 +167,8 @@ impl<'a> Context<'a> {
     }
 
     /// The plugin's configuration (the `config` table of its entry in the server config),
-    /// decoded into `T`.
+    /// decoded into `T` on every call. A plugin exported with `export_plugin!(f, config = T)`
+    /// gets it as `&T` instead, decoded once when the instance starts.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.config.clone())
             .map_err(|e| Error::msg(format!("plugin config: {e}")))
@@ -236,17 +200,126 @@ impl<'a> Context<'a> {
     }
 }
 
-/// The shape of a plugin: the context, the resources so far, and the new resources.
+/// The shape of a plugin exported with `export_plugin!(f)`: the context, the resources so far,
+/// and the new resources.
 pub type PluginFn = fn(&Context<'_>, Vec<Resource>) -> Result<Vec<Resource>>;
 
+/// The shape of a plugin exported with `export_plugin!(f, config = T)`: as [`PluginFn`], with
+/// the plugin's config, decoded into `T` once when the instance starts.
+pub type ConfiguredPluginFn<T> = fn(&Context<'_>, &T, Vec<Resource>) -> Result<Vec<Resource>>;
+
+/// A plugin function [`run_native`] can call: either shape, [`PluginFn`] (`Args` is `()`) or
+/// [`ConfiguredPluginFn<T>`] (`Args` is `(T,)`). Rust infers `Args` from the function.
+pub trait PluginFunction<Args> {
+    /// Calls the function as the host would; a configured function gets the config table
+    /// decoded into its `T`, or the error the host's `init` would refuse it with.
+    fn call_native(&self, ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>>;
+}
+
+impl<F> PluginFunction<()> for F
+where
+    F: Fn(&Context<'_>, Vec<Resource>) -> Result<Vec<Resource>>,
+{
+    fn call_native(&self, ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
+        self(ctx, resources)
+    }
+}
+
+impl<F, T> PluginFunction<(T,)> for F
+where
+    F: Fn(&Context<'_>, &T, Vec<Resource>) -> Result<Vec<Resource>>,
+    T: DeserializeOwned,
+{
+    fn call_native(&self, ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
+        let config = decode_config::<T>(&ctx.config.to_string()).map_err(Error::msg)?;
+        self(ctx, &config, resources)
+    }
+}
+
+/// The config table (JSON text) decoded into `T`, or why not, as `init` reports it.
+pub(crate) fn decode_config<T: DeserializeOwned>(json: &str) -> std::result::Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("plugin config: {e}"))
+}
+
 /// Runs a plugin function natively, as the host would run its wasm build: the way to unit
-/// test a plugin with `cargo test`.
-pub fn run_native(
-    plugin: PluginFn,
+/// test a plugin with `cargo test`. `config` is the plugin's config table; a function
+/// exported with `config = T` gets it decoded into `T`, and a table that `init` would refuse
+/// is the same error here.
+pub fn run_native<Args>(
+    plugin: impl PluginFunction<Args>,
     node: &Node,
     config: &serde_json::Value,
     inputs: &dyn Inputs,
     resources: Vec<Resource>,
 ) -> Result<Vec<Resource>> {
-    plugin(&Context::new(node, config, inputs), resources)
+    plugin.call_native(&Context::new(node, config, inputs), resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        name: String,
+    }
+
+    /// Names one resource after the config's `name`, read from the table on each call.
+    fn plain(ctx: &Context<'_>, _: Vec<Resource>) -> Result<Vec<Resource>> {
+        let config: Config = ctx.config()?;
+        Ok(vec![named(config.name)])
+    }
+
+    /// The same with the config declared: it comes decoded.
+    fn configured(_: &Context<'_>, config: &Config, _: Vec<Resource>) -> Result<Vec<Resource>> {
+        Ok(vec![named(config.name.clone())])
+    }
+
+    fn named(name: String) -> Resource {
+        Resource {
+            type_url: "t".into(),
+            name,
+            body: Vec::new(),
+        }
+    }
+
+    fn run<Args>(plugin: impl PluginFunction<Args>, config: serde_json::Value) -> Result<String> {
+        let out = run_native(
+            plugin,
+            &Node::default(),
+            &config,
+            &MemoryInputs::new(),
+            vec![],
+        )?;
+        Ok(out.into_iter().map(|r| r.name).collect())
+    }
+
+    #[test]
+    fn run_native_calls_both_shapes_with_the_same_config() {
+        let config = serde_json::json!({"name": "a"});
+        assert_eq!(run(plain, config.clone()), Ok("a".to_owned()));
+        assert_eq!(run(configured, config), Ok("a".to_owned()));
+        let as_pointer: PluginFn = plain;
+        assert_eq!(
+            run(as_pointer, serde_json::json!({"name": "b"})),
+            Ok("b".to_owned())
+        );
+    }
+
+    #[test]
+    fn run_native_refuses_a_declared_config_as_init_would() {
+        let typo = run(configured, serde_json::json!({"nmae": "a"})).unwrap_err();
+        assert_eq!(
+            typo.message(),
+            decode_config::<Config>(r#"{"nmae":"a"}"#)
+                .err()
+                .unwrap_or_default()
+        );
+        assert!(
+            typo.message()
+                .starts_with("plugin config: unknown field `nmae`, expected `name`"),
+            "{typo}"
+        );
+    }
 }

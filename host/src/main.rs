@@ -97,6 +97,12 @@ enum PluginCommand {
         /// An inputs directory (default: the config's).
         #[arg(long)]
         inputs: Option<PathBuf>,
+        /// Also run the chain again for a second, sampling each plugin's wasm stack, and write
+        /// where its time goes, per function, to this file (one per plugin, named after it,
+        /// when the chain has several): a Firefox profiler profile, opened at
+        /// https://profiler.firefox.com.
+        #[arg(long, value_name = "OUT.json")]
+        profile: Option<PathBuf>,
     },
     /// Measure a plugin: calls/s and p50/p99 on reused and fresh instances, instructions,
     /// memory and output per call, for one node and an inputs directory.
@@ -175,7 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             node,
             inputs,
-        }) => cli::plugin::run(&config, &node, inputs.as_deref()),
+            profile,
+        }) => cli::plugin::run(&config, &node, inputs.as_deref(), profile.as_deref()),
         Command::Plugin(PluginCommand::Check { file, config }) => {
             cli::plugin::check(&file, &config)
         }

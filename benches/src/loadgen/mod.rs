@@ -328,7 +328,7 @@ fn grouping_arg(g: Grouping) -> &'static str {
 
 fn update_path(s: &Scenario) -> &'static str {
     if let Change::PluginFile { .. } = s.change {
-        return "policy.wasm rewritten -> file watch (settle) -> compile -> contract check -> canary over every group -> swap -> the canary's results published -> push";
+        return "policy.wasm rewritten -> file event (close or rename) -> compile -> contract check -> canary over every group -> swap -> the canary's results published -> push";
     }
     match (s.implementation, &s.plugin) {
         (Impl::Ours, Some(_)) => {

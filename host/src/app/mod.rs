@@ -368,26 +368,3 @@ impl Drop for Running {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::error::Error as _;
-
-    use super::AppError;
-
-    #[test]
-    fn an_engine_error_is_the_source_and_reads_as_before() {
-        let cause = || wasmtime::Error::msg("out of address space").context("pooling allocator");
-        let err = AppError::Engine(cause());
-        // What `AppError::Engine(format!("{e:#}"))` displayed.
-        assert_eq!(err.to_string(), format!("plugin engine: {:#}", cause()));
-        assert_eq!(
-            err.to_string(),
-            "plugin engine: pooling allocator: out of address space"
-        );
-        assert_eq!(
-            err.source().map(ToString::to_string).as_deref(),
-            Some("pooling allocator")
-        );
-    }
-}

@@ -1,29 +1,38 @@
 //! `plugin run`, `plugin check` and `plugin bench`: a plugin or a config's chain exercised
 //! without a server, for one node.
 
-use std::path::Path;
-use std::time::Duration;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nebucloud_xds::app::{load_chain, load_inputs, load_inputs_with};
 use nebucloud_xds::config::Config;
 use nebucloud_xds::plugins::{
-    bench_plugin, BenchOptions, EngineOptions, Plugin, PluginEngine, PluginLimits,
+    bench_plugin, BenchOptions, EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits,
 };
 use nebucloud_xds::schema::Schema;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
+/// How long `plugin run --profile` runs the chain again after its first run: a plugin that
+/// takes 100 µs gets thousands of samples, where one run would give it one or none.
+const PROFILE_TIME: Duration = Duration::from_secs(1);
+
 /// Runs the chain of the config at `config_path` for the node at `node_path` (with `inputs`,
 /// else the config's inputs) and prints the resources as JSON, with what each plugin used
-/// against its limits and which inputs it read.
+/// against its limits and which inputs it read. With `profile`, runs it again for
+/// [`PROFILE_TIME`] and writes each plugin's profile there (also when the first run fails:
+/// where a plugin that ran past its deadline spent its time is then the question).
 pub(crate) fn run(
     config_path: &Path,
     node_path: &Path,
     inputs: Option<&Path>,
+    profile: Option<&Path>,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let engine = PluginEngine::new(EngineOptions {
         fuel: true,
+        profile: profile.is_some(),
         ..EngineOptions::default()
     })
     .map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -34,7 +43,16 @@ pub(crate) fn run(
     )?;
     let node = read_node(node_path)?;
     let schema = Schema::envoy()?;
-    let out = chain.run(&node, store)?;
+    let out = match (chain.run(&node, store.clone()), profile) {
+        (Ok(out), _) => out,
+        (Err(e), Some(path)) => {
+            if let Err(w) = write_profiles(&chain, path, 1) {
+                eprintln!("{w:#}");
+            }
+            return Err(e.into());
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     let resources: Vec<serde_json::Value> = out
         .resources
         .iter()
@@ -71,7 +89,60 @@ pub(crate) fn run(
             &serde_json::json!({ "node": node.id, "resources": resources, "plugins": plugins })
         )?
     );
+    if let Some(path) = profile {
+        let (started, mut runs) = (Instant::now(), 1);
+        while started.elapsed() < PROFILE_TIME {
+            chain.run(&node, store.clone())?;
+            runs += 1;
+        }
+        write_profiles(&chain, path, runs)?;
+    }
     Ok(())
+}
+
+/// Writes each plugin's profile, to `path` for a chain of one plugin, else to `path` with the
+/// plugin's name before the extension (`out.mesh.json`), and says where and how to open them.
+fn write_profiles(chain: &PluginChain, path: &Path, runs: u64) -> anyhow::Result<()> {
+    let one = chain.plugins().len() == 1;
+    for plugin in chain.plugins() {
+        let file = if one {
+            path.to_owned()
+        } else {
+            named_after(path, plugin.name())
+        };
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&file)
+                .with_context(|| format!("cannot write {}", file.display()))?,
+        );
+        let samples = plugin
+            .finish_profile(&mut out)
+            .map_err(|e| anyhow::anyhow!("profile of {}: {e:#}", plugin.name()))?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!(
+            "profile of plugin {}: {samples} stack samples over {runs} run{} of the chain, written to {}",
+            plugin.name(),
+            if runs == 1 { "" } else { "s" },
+            file.display()
+        );
+    }
+    eprintln!(
+        "open {} at https://profiler.firefox.com (\"Load a profile from file\"): Call Tree and \
+         Flame Graph show where the time goes, per function",
+        if one { "it" } else { "each" }
+    );
+    Ok(())
+}
+
+/// `dir/out.json` with `name` before its extension: `dir/out.name.json`.
+fn named_after(path: &Path, name: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(Default::default, |s| s.to_string_lossy());
+    match path.extension() {
+        Some(ext) => path.with_file_name(format!("{stem}.{name}.{}", ext.to_string_lossy())),
+        None => path.with_file_name(format!("{stem}.{name}")),
+    }
 }
 
 /// Loads the plugin `file` with the default limits, `init` with the JSON `config` included,

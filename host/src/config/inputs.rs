@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{millis, positive};
+use super::{millis, positive, InvalidValue};
 pub use crate::inputs::{CustomResourceKind, KubernetesConfig};
 use crate::inputs::{InputLimits, DEFAULT_MAX_VALUE_BYTES};
 
@@ -22,8 +22,9 @@ pub struct InputsConfig {
     /// A Kubernetes cluster's objects, as `k8s/<Kind>` documents plus mesh `Service`s.
     pub kubernetes: Option<KubernetesConfig>,
     /// How often the directory is polled when no file events can be had (inotify unavailable
-    /// or exhausted), in ms (default 250). With events, a change is seen as it is written, and
-    /// a full scan that catches lost events runs every 10 s, or every `interval_ms` if longer.
+    /// or exhausted), in ms (default 250). With events, a file closed after writing or renamed
+    /// into place is read once no other event came for it for 50 ms, and a full scan that
+    /// catches lost events runs every 10 s, or every `interval_ms` if longer.
     pub interval_ms: u64,
     /// How long a change that no close or rename marks whole must stay unchanged before the
     /// store sees it, in ms (default 200): under the polling fallback, for a writer that keeps
@@ -93,7 +94,7 @@ fn default_max_value_bytes() -> usize {
 
 impl InputsConfig {
     /// Values that parse but cannot work, naming the key.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         let i = self;
         positive("inputs.interval_ms", i.interval_ms)?;
         positive("inputs.max_file_bytes", i.max_file_bytes)?;
@@ -102,20 +103,30 @@ impl InputsConfig {
         if let Some(etcd) = &self.etcd {
             positive("inputs.etcd.max_value_bytes", etcd.max_value_bytes as u64)?;
             if etcd.endpoints.is_empty() {
-                return Err("inputs.etcd.endpoints is empty: give at least one".into());
+                return Err(InvalidValue::new(
+                    "inputs.etcd.endpoints",
+                    "inputs.etcd.endpoints is empty: give at least one",
+                ));
             }
             if etcd.endpoints.iter().any(|e| e.trim().is_empty()) {
-                return Err("inputs.etcd.endpoints has an empty endpoint".into());
+                return Err(InvalidValue::new(
+                    "inputs.etcd.endpoints",
+                    "inputs.etcd.endpoints has an empty endpoint",
+                ));
             }
             if etcd.prefix.is_empty() {
-                return Err("inputs.etcd.prefix is empty: it would read all of etcd".into());
+                return Err(InvalidValue::new(
+                    "inputs.etcd.prefix",
+                    "inputs.etcd.prefix is empty: it would read all of etcd",
+                ));
             }
         }
         let built_without = |source: &str| {
-            format!(
+            let message = format!(
                 "inputs.{source} is configured, but this build of nebucloud-xds has no `{source}` \
                  feature: build it with `--features {source}` (the binary's default has it)"
-            )
+            );
+            InvalidValue::new(format!("inputs.{source}"), message)
         };
         if self.etcd.is_some() && !cfg!(feature = "etcd") {
             return Err(built_without("etcd"));

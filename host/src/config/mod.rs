@@ -40,30 +40,92 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
 }
 
-/// Why a config file was refused.
+/// Why a config file was refused; each names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong (with the key and line for TOML errors).
-    pub reason: String,
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML of this shape (the error names the key and line).
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// Two plugins have one name.
+    #[error("{}: two plugins are named {name:?}", path.display())]
+    DuplicatePlugin {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+    },
+    /// A value parses but cannot work.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key and why.
+        #[source]
+        source: InvalidValue,
+    },
+}
+
+/// A value that parses but cannot work: a zero interval, an empty prefix, a limit of
+/// nothing, a combination that would serve the wrong config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidValue {
+    /// The key, e.g. `inputs.etcd.prefix` or `plugins.mesh.limits.deadline_ms`.
+    pub key: String,
+    /// What is wrong with it and what to do, naming the key.
+    pub message: String,
+}
+
+impl InvalidValue {
+    /// `key` is wrong: `message` says how (and names the key).
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidValue {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl Config {
     /// Reads and checks a config file; relative paths in it become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |reason: String| ConfigError {
-            path: path.to_owned(),
-            reason,
+        let path_buf = || path.to_owned();
+        let invalid = |source| ConfigError::Invalid {
+            path: path_buf(),
+            source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path_buf(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut names = std::collections::BTreeSet::new();
         for p in &mut config.plugins {
             if !names.insert(p.name.clone()) {
-                return Err(err(format!("two plugins are named {:?}", p.name)));
+                return Err(ConfigError::DuplicatePlugin {
+                    path: path_buf(),
+                    name: p.name.clone(),
+                });
             }
             p.path = base.join(&p.path);
         }
@@ -83,17 +145,20 @@ impl Config {
         for dir in &mut config.reload.plugin_dirs {
             // Joined, an empty entry would silently mean the config file's directory.
             if dir.as_os_str().is_empty() {
-                return Err(err("reload.plugin_dirs has an empty entry".into()));
+                return Err(invalid(InvalidValue::new(
+                    "reload.plugin_dirs",
+                    "reload.plugin_dirs has an empty entry",
+                )));
             }
             *dir = base.join(&*dir);
         }
-        config.check().map_err(err)?;
+        config.check().map_err(invalid)?;
         Ok(config)
     }
 
     /// Checks values that parse but cannot work (a zero interval, an empty prefix, a limit of
     /// nothing); the error names the key.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidValue> {
         self.xds.check()?;
         self.reload.check()?;
         self.admin.check()?;
@@ -126,9 +191,12 @@ impl PluginConfig {
 }
 
 /// `Err` naming `key` when `value` is 0.
-pub(super) fn positive(key: &str, value: u64) -> Result<(), String> {
+pub(super) fn positive(key: &str, value: u64) -> Result<(), InvalidValue> {
     if value == 0 {
-        Err(format!("{key} is 0: it must be at least 1"))
+        Err(InvalidValue::new(
+            key,
+            format!("{key} is 0: it must be at least 1"),
+        ))
     } else {
         Ok(())
     }

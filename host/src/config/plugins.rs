@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{millis, positive};
+use super::{millis, positive, InvalidValue};
 use crate::plugins::PluginLimits;
 
 /// One `[[plugins]]` entry.
@@ -35,8 +35,8 @@ pub struct ReloadConfig {
     /// Reload a plugin when its file changes (default true).
     pub watch: bool,
     /// How often plugin files are polled when no file events can be had, in ms (default 250).
-    /// With events (inotify), a file closed after writing or renamed into place is loaded at
-    /// once.
+    /// With events (inotify), a file closed after writing or renamed into place is loaded once
+    /// no other event came for it for 50 ms.
     pub interval_ms: u64,
     /// How long a change that no close or rename marks whole must stay unchanged before it
     /// is loaded, in ms (default 1000): under the polling fallback, or for a writer that keeps
@@ -98,9 +98,12 @@ impl Default for PipelineConfig {
 
 impl PluginConfig {
     /// Values that parse but cannot work, naming the key.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         if self.name.trim().is_empty() {
-            return Err("plugins.name is empty: every plugin needs a name".into());
+            return Err(InvalidValue::new(
+                "plugins.name",
+                "plugins.name is empty: every plugin needs a name",
+            ));
         }
         let key = |field: &str| format!("plugins.{}.limits.{field}", self.name);
         positive(&key("deadline_ms"), self.limits.deadline_ms)?;
@@ -122,12 +125,15 @@ impl PluginConfig {
 
 impl ReloadConfig {
     /// Values that parse but cannot work, naming the key.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         positive("reload.interval_ms", self.interval_ms)?;
         positive("reload.max_plugin_bytes", self.max_plugin_bytes)?;
         positive("reload.read_timeout_ms", self.read_timeout_ms)?;
         if self.plugin_dirs.iter().any(|d| d.as_os_str().is_empty()) {
-            return Err("reload.plugin_dirs has an empty entry".into());
+            return Err(InvalidValue::new(
+                "reload.plugin_dirs",
+                "reload.plugin_dirs has an empty entry",
+            ));
         }
         Ok(())
     }
@@ -135,15 +141,18 @@ impl ReloadConfig {
 
 impl PipelineConfig {
     /// Values that parse but cannot work, naming the key.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         positive("pipeline.debounce_ms", self.debounce_ms)?;
         positive("pipeline.max_delay_ms", self.max_delay_ms)?;
         positive("pipeline.max_groups", self.max_groups as u64)?;
         if self.debounce_ms > self.max_delay_ms {
-            return Err(format!(
-                "pipeline.debounce_ms ({}) is longer than pipeline.max_delay_ms ({}): a burst \
-                 could never end before its deadline",
-                self.debounce_ms, self.max_delay_ms
+            return Err(InvalidValue::new(
+                "pipeline.debounce_ms",
+                format!(
+                    "pipeline.debounce_ms ({}) is longer than pipeline.max_delay_ms ({}): a \
+                     burst could never end before its deadline",
+                    self.debounce_ms, self.max_delay_ms
+                ),
             ));
         }
         Ok(())

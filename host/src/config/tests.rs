@@ -246,3 +246,31 @@ fn grouping_by_cluster_under_node_authorization_is_refused() {
     let c = file.load("[pipeline]\nmax_groups = 0\n").unwrap_err();
     assert!(c.contains("pipeline.max_groups"), "{c}");
 }
+
+#[test]
+fn a_refusal_is_typed_names_its_key_and_keeps_its_cause() {
+    use std::error::Error as _;
+    let file = ConfigFile::new();
+    let p = file.dir().join("c.toml");
+    std::fs::write(&p, "[inputs]\ninterval_ms = 0\n").unwrap();
+    match Config::load(&p) {
+        Err(ConfigError::Invalid { path, source }) => {
+            assert_eq!(path, p);
+            assert_eq!(source.key, "inputs.interval_ms");
+            assert_eq!(
+                source.to_string(),
+                "inputs.interval_ms is 0: it must be at least 1"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&p, "[xds]\nlisten = 5\n").unwrap();
+    let parse = Config::load(&p).unwrap_err();
+    assert!(matches!(parse, ConfigError::Parse { .. }), "{parse:?}");
+    assert!(parse.source().is_some());
+    let missing = Config::load(&file.dir().join("none.toml")).unwrap_err();
+    assert!(
+        matches!(&missing, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{missing:?}"
+    );
+}

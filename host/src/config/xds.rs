@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{millis, positive};
+use super::{millis, positive, InvalidValue};
 
 /// `[xds]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,16 +159,16 @@ pub enum GroupBy {
 
 impl XdsConfig {
     /// Values that parse but cannot work, naming the key.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         let x = self;
         let authorizes = x.tls.as_ref().is_some_and(|t| t.authorize_node_ids);
         if authorizes && x.group_by == GroupBy::Cluster {
-            return Err(
+            return Err(InvalidValue::new(
+                "xds.group_by",
                 "xds.group_by = \"cluster\" with xds.tls.authorize_node_ids: a node may claim \
                  any cluster, and a group is computed for its first node, so one node would be \
-                 served another's config; group by \"identity\" or \"node-id\""
-                    .into(),
-            );
+                 served another's config; group by \"identity\" or \"node-id\"",
+            ));
         }
         positive("xds.max_names_per_type", x.max_names_per_type as u64)?;
         positive("xds.heartbeat_ms", x.heartbeat_ms)?;
@@ -211,21 +211,27 @@ impl XdsConfig {
 impl AdminConfig {
     /// `[admin]`: an address off loopback needs a token, and `allowed_hosts` holds host names
     /// (with an optional port), nothing else.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvalidValue> {
         let a = self;
         if !a.listen.ip().to_canonical().is_loopback() && a.token_file.is_none() {
-            return Err(format!(
-                "admin.listen {} is not a loopback address and admin.token_file is not set: \
+            return Err(InvalidValue::new(
+                "admin.listen",
+                format!(
+                    "admin.listen {} is not a loopback address and admin.token_file is not set: \
                  the admin API reloads plugins and shows every node's config, and has no TLS; \
                  set admin.token_file (and put TLS in front of it) or listen on 127.0.0.1",
-                a.listen
+                    a.listen
+                ),
             ));
         }
         for h in &a.allowed_hosts {
             if !crate::admin::valid_allowed_host(h) {
-                return Err(format!(
-                    "admin.allowed_hosts has {h:?}: give host names, e.g. \"admin.example\" or \
-                     \"admin.example:8443\""
+                return Err(InvalidValue::new(
+                    "admin.allowed_hosts",
+                    format!(
+                        "admin.allowed_hosts has {h:?}: give host names, e.g. \"admin.example\" \
+                         or \"admin.example:8443\""
+                    ),
                 ));
             }
         }

@@ -3,7 +3,7 @@
 //! into place) or has stopped changing, within size and count limits; a file that does not
 //! parse or is over a limit keeps its last good documents.
 
-mod changes;
+pub(crate) mod changes;
 pub(crate) mod disk;
 pub(crate) mod events;
 mod watch;
@@ -21,6 +21,7 @@ use super::store::FILE_SOURCE;
 use super::{
     parse_documents, DocKey, Document, DocumentFileError, InputLimits, InputStore, SourceHealth,
 };
+use changes::Deferred;
 use disk::{files_under, read_listed, Refusal};
 
 /// What a scan sees of a file: a rewrite changes one or the other.
@@ -71,6 +72,13 @@ pub struct DirSource {
     /// Whether the last full scan found more files than `max_files`: then only a full scan
     /// knows which are the first ones by path.
     over_cap: bool,
+    /// Why the directory itself could not be listed at the last look, until it can again.
+    root_error: Option<String>,
+    /// When events last made a full scan: at most one a second (see
+    /// [`changes::FULL_SCAN_GAP`]).
+    last_event_scan: Option<Instant>,
+    /// A full scan events asked for since, made once the second has passed.
+    deferred: Option<Deferred>,
 }
 
 impl DirSource {
@@ -79,20 +87,23 @@ impl DirSource {
         Self::with_limits(dir, store, InputLimits::default())
     }
 
-    /// A source for `dir`, which must exist, within `limits`.
+    /// A source for `dir`, which must exist, within `limits`. A relative `dir` is taken from
+    /// the current directory now, as the watcher names the paths of its events.
     pub fn with_limits(
         dir: &Path,
         store: Arc<InputStore>,
         limits: InputLimits,
     ) -> Result<Self, DocumentFileError> {
+        let refused = |reason: String| DocumentFileError {
+            path: dir.to_owned(),
+            reason,
+        };
         if !dir.is_dir() {
-            return Err(DocumentFileError {
-                path: dir.to_owned(),
-                reason: "not a directory".into(),
-            });
+            return Err(refused("not a directory".into()));
         }
+        let dir = std::path::absolute(dir).map_err(|e| refused(e.to_string()))?;
         Ok(DirSource {
-            dir: dir.to_owned(),
+            dir,
             store,
             limits,
             health: SourceHealth::new("files"),
@@ -100,6 +111,9 @@ impl DirSource {
             budget: DocumentBudget::new(limits.max_documents),
             primed: false,
             over_cap: false,
+            root_error: None,
+            last_event_scan: None,
+            deferred: None,
         })
     }
 
@@ -112,10 +126,32 @@ impl DirSource {
     /// for the settle window — at two scans that far apart, or, at the first scan, by its
     /// modification time. With no event to say a file is whole, that is the only sign it is.
     /// Blocking file I/O: run it off the async runtime's workers. Returns the changed keys and
-    /// the errors of files refused (their last documents stay).
+    /// the errors of files refused (their last documents stay). A directory that cannot be
+    /// listed (deleted, or unreadable) is an error, and every file keeps its documents.
     pub fn scan(&mut self) -> (Vec<DocKey>, Vec<DocumentFileError>) {
-        let (listed, over) = self.list();
-        self.scan_listed(listed, over, &|_| false)
+        match self.list() {
+            Ok((listed, over)) => self.scan_listed(listed, over, &|_| false),
+            Err(e) => self.root_unreadable(&e),
+        }
+    }
+
+    /// The directory cannot be listed: an ambient error, in the health (and metered) once per
+    /// reason. Nothing is read or removed until it can be again.
+    fn root_unreadable(&mut self, error: &std::io::Error) -> (Vec<DocKey>, Vec<DocumentFileError>) {
+        let reason = format!("cannot list the directory: {error}");
+        if self.root_error.as_ref() != Some(&reason) {
+            self.health
+                .lost(&format!("{}: {reason}", self.dir.display()));
+            self.root_error = Some(reason.clone());
+        }
+        let path = self.dir.clone();
+        (Vec::new(), vec![DocumentFileError { path, reason }])
+    }
+
+    /// Whether the directory could not be listed at the last look: no event comes for it
+    /// meanwhile, and once it is back its watch must be made again.
+    pub(crate) fn root_lost(&self) -> bool {
+        self.root_error.is_some()
     }
 
     /// [`DirSource::scan`] with the listing made: its files and stamps, and how many there are
@@ -145,6 +181,10 @@ impl DirSource {
             None => self.health.valid(&dir_entry),
         }
         self.over_cap = over.is_some();
+        if self.root_error.take().is_some() && self.primed {
+            tracing::info!(dir = %self.dir.display(), "the input directory is back");
+            self.health.synced();
+        }
         let paths: BTreeSet<PathBuf> = self.files.keys().chain(listed.keys()).cloned().collect();
         let (changed, refused) = self.apply(paths, &listed, over.is_some(), whole);
         errors.extend(refused);
@@ -183,6 +223,15 @@ impl DirSource {
             }
             let entry = path.display().to_string();
             let Some(stamp) = seen else {
+                // Not there, or not to be looked at (a permission taken away): kept.
+                if let Some(reason) = not_gone(&path) {
+                    self.health.invalid(&entry, &reason);
+                    if let Some(t) = self.files.get_mut(&path) {
+                        t.pending = None;
+                    }
+                    errors.push(DocumentFileError { path, reason });
+                    continue;
+                }
                 changed.extend(self.store.replace_source(&self.source(&path), Vec::new()));
                 self.budget.release(&entry);
                 self.health.valid(&entry);
@@ -251,15 +300,17 @@ impl DirSource {
     fn settled(&mut self, path: &Path, seen: Option<Stamp>, now: Instant, whole: bool) -> bool {
         let (first_scan, settle) = (!self.primed, self.limits.settle);
         let tracked = self.files.entry(path.to_owned()).or_default();
+        // Whole: read even if its stamp is the one applied. A rewrite of the same length
+        // within one tick of the file system's clock leaves the stamp as it was.
+        if whole {
+            return true;
+        }
         if seen == tracked.applied {
             tracked.pending = None;
             if seen.is_none() {
                 self.files.remove(path);
             }
             return false;
-        }
-        if whole {
-            return true;
         }
         let since = match tracked.pending {
             Some((pending, since)) if pending == seen => since,
@@ -298,21 +349,34 @@ impl DirSource {
     }
 
     /// The document files under the directory with their stamps, the first `max_files` by
-    /// path; and how many there are when that is more.
-    fn list(&self) -> (BTreeMap<PathBuf, Stamp>, Option<usize>) {
-        let mut all = files_under(&self.dir);
+    /// path; and how many there are when that is more. An error if the directory itself
+    /// cannot be listed.
+    fn list(&self) -> std::io::Result<(BTreeMap<PathBuf, Stamp>, Option<usize>)> {
+        let mut all = files_under(&self.dir)?;
         let over = (all.len() > self.limits.max_files).then_some(all.len());
         all.truncate(self.limits.max_files);
         let listed = all
             .into_iter()
             .filter_map(|p| Some((p.clone(), Stamp::at(&p)?)))
             .collect();
-        (listed, over)
+        Ok((listed, over))
     }
 
     fn source(&self, path: &Path) -> String {
         let relative = path.strip_prefix(&self.dir).unwrap_or(path);
         format!("{FILE_SOURCE}{}", relative.display())
+    }
+}
+
+/// Why a file that was not listed cannot be taken as gone, if it cannot: it is there but
+/// cannot be looked at (a permission on its directory was taken away, say).
+fn not_gone(path: &Path) -> Option<String> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    match std::fs::metadata(path) {
+        Err(e) if matches!(e.kind(), NotFound | NotADirectory) => None,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => None,
+        Err(e) => Some(format!("cannot be looked at: {e}")),
+        Ok(_) => None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! `get`, `list`): each under the call's budgets, and a call past one fails with it.
 
 mod log;
+mod tally;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use super::limits::{MemoryCap, PluginLimits, MAX_KIND_BYTES, MAX_NAME_BYTES};
 use super::plugin::{PluginFault, CONTRACT};
 use crate::inputs::{DocKey, Document, InputView, Reads};
 use log::{cut, CallLog, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_LINES};
+use tally::{HostCall, HostCallTally};
 
 /// Store data: everything a host import may touch during one call.
 pub(crate) struct CallState {
@@ -28,6 +30,8 @@ pub(crate) struct CallState {
     document_bytes: usize,
     /// The budget a host call of this call went past: the call fails with it.
     pub(crate) refused: Option<PluginFault>,
+    /// The host calls this call made, for a deadline hit in a loop of them.
+    pub(crate) host_calls: HostCallTally,
     log: CallLog,
 }
 
@@ -44,6 +48,7 @@ impl CallState {
             read_bytes: 0,
             document_bytes: 0,
             refused: None,
+            host_calls: HostCallTally::default(),
             log: CallLog::default(),
         }
     }
@@ -58,6 +63,7 @@ impl CallState {
         self.document_bytes = 0;
         self.refused = None;
         self.memory.exceeded = None;
+        self.host_calls = HostCallTally::default();
         self.log = CallLog::default();
     }
 
@@ -211,6 +217,7 @@ fn log_import(
 ) -> wasmtime::Result<()> {
     let line = cut(&message.to_str(&store)?, MAX_LOG_LINE).to_owned();
     store.data_mut().log(level, &line);
+    store.data_mut().host_calls.returned(HostCall::Log);
     Ok(())
 }
 
@@ -222,6 +229,7 @@ fn get_import(
     let kind = key(&mut store, "get", &kind, KIND)?;
     let name = key(&mut store, "get", &name, NAME)?;
     let doc = store.data_mut().get(kind, name);
+    store.data_mut().host_calls.returned(HostCall::Get);
     Ok((refuse(&mut store, doc)?,))
 }
 
@@ -232,6 +240,7 @@ fn list_import(
 ) -> wasmtime::Result<(Vec<WitDocument>,)> {
     let kind = key(&mut store, "list", &kind, KIND)?;
     let docs = store.data_mut().list(kind);
+    store.data_mut().host_calls.returned(HostCall::List);
     Ok((refuse(&mut store, docs)?,))
 }
 

@@ -27,7 +27,7 @@ pub use engine::{EngineOptions, PluginEngine};
 pub use host::{ChainHost, ChainTrial, TrialFuture};
 pub use limits::PluginLimits;
 pub use plugin::{
-    CallReport, Plugin, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,
+    CallReport, Deadline, Plugin, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,
 };
 pub use slots::{PluginSlots, PluginStatus, Rejected, ReloadError, ReloadOutcome, SlotSpec};
 pub use watch::watch_plugin_files;

@@ -1,32 +1,36 @@
 //! One loaded plugin version: compiled once, checked against the contract, and called on
 //! warm instances that are dropped the moment one traps.
 
+mod fault;
+mod profile;
 mod report;
 mod sandbox;
+mod ticks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime::Store;
 
 use super::bindings::{self, PluginPre};
 use super::call::{add_to_linker, CallState};
-use super::engine::{PluginEngine, EPOCH_TICK};
+use super::engine::PluginEngine;
 use super::limits::PluginLimits;
 use super::stdio;
 use crate::cache::Resource;
 use crate::inputs::{InputView, Reads, StaticInputs};
-pub use report::{CallReport, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot};
-use sandbox::{check_import, define_random, with_sandbox_hint};
+use profile::Sampler;
+pub use report::{
+    CallReport, Deadline, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,
+};
+use sandbox::{check_import, define_random};
 
 /// The contract version this host speaks.
 pub(crate) const CONTRACT: &str = "nebucloud:xds/host@0.1.0";
 /// How many idle instances a plugin keeps for reuse.
 const WARM_INSTANCES: usize = 4;
-/// How wasmtime says that lifting a value would copy more than the store's hostcall fuel.
-const LIFT_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 struct Warm {
     store: Store<CallState>,
@@ -43,6 +47,8 @@ pub struct Plugin {
     pre: PluginPre<CallState>,
     warm: Mutex<Vec<Warm>>,
     stats: PluginStats,
+    /// The samples of its calls, on an engine that profiles.
+    profile: Option<Arc<Sampler>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -106,7 +112,7 @@ impl Plugin {
             .instantiate_pre(&component)
             .and_then(PluginPre::new)
             .map_err(PluginLoadError::Exports)?;
-        let plugin = Plugin {
+        let mut plugin = Plugin {
             name: name.into(),
             hash: content_hash(wasm),
             config: config.to_string(),
@@ -115,12 +121,20 @@ impl Plugin {
             pre,
             warm: Mutex::new(Vec::new()),
             stats: PluginStats::default(),
+            profile: None,
         };
         // Canary: one instance must come up and accept its config.
         let warm = plugin
             .instantiate(Arc::new(StaticInputs::new()))
             .map_err(PluginLoadError::Init)?;
         plugin.release(warm);
+        // The profile holds calls, not the load.
+        if engine.options().profile {
+            match Sampler::new(engine.engine(), name, &component, engine.tick()) {
+                Ok(sampler) => plugin.profile = Some(Arc::new(sampler)),
+                Err(e) => tracing::warn!(plugin = name, "cannot profile this plugin: {e:#}"),
+            }
+        }
         Ok(plugin)
     }
 
@@ -142,6 +156,22 @@ impl Plugin {
     /// Its counters.
     pub fn stats(&self) -> &PluginStats {
         &self.stats
+    }
+
+    /// Writes where this plugin's calls spent their time since it was loaded, on an engine
+    /// with [`EngineOptions::profile`](crate::plugins::EngineOptions::profile), as a Firefox
+    /// profiler "processed profile" (JSON: open it at <https://profiler.firefox.com>), and
+    /// returns how many samples it holds. Its functions are named from the component's name
+    /// section. The profile is written once: a second call is an error, as is a plugin on an
+    /// engine that does not profile.
+    pub fn finish_profile(&self, out: &mut dyn std::io::Write) -> wasmtime::Result<u64> {
+        match &self.profile {
+            Some(sampler) => sampler.finish(out),
+            None => Err(wasmtime::Error::msg(
+                "no profile: the plugin's engine does not profile (EngineOptions::profile), or \
+                 its profiler could not start (logged when it loaded)",
+            )),
+        }
     }
 
     /// Runs the plugin for `node` on `resources`. Blocking: call it off the async runtime.
@@ -246,14 +276,12 @@ impl Plugin {
                 Err(PluginFault::Returned(message))
             }
             // A trapped instance is never used again: it is dropped here.
-            Err(e) => Err(self.classify(&warm.store, &e)),
+            Err(e) => Err(fault::classify(&self.limits, &warm.store, &e)),
         }
     }
 
     fn arm(&self, store: &mut Store<CallState>) {
-        let ticks = (self.limits.deadline().as_micros() / EPOCH_TICK.as_micros()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        ticks::arm(store, self.limits.deadline(), self.profile.clone());
         // What wasmtime may allocate to lift one value out of the guest (the output, or one
         // host call's arguments), charged before each copy: see `PluginLimits::lift_bytes`.
         store.set_hostcall_fuel(self.limits.lift_bytes());
@@ -269,19 +297,18 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.memory);
         self.arm(&mut store);
-        let instance =
-            self.pre
-                .instantiate(&mut store)
-                .map_err(|e| match self.classify(&store, &e) {
-                    PluginFault::Trap(m) => PluginFault::Instantiate(m),
-                    other => other,
-                })?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            match fault::classify(&self.limits, &store, &e) {
+                PluginFault::Trap(m) => PluginFault::Instantiate(m),
+                other => other,
+            }
+        })?;
         let init = instance.call_init(&mut store, &self.config);
         store.data_mut().finish();
         match init {
             Ok(Ok(())) => Ok(Warm { store, instance }),
             Ok(Err(message)) => Err(PluginFault::Returned(format!("init: {message}"))),
-            Err(e) => Err(self.classify(&store, &e)),
+            Err(e) => Err(fault::classify(&self.limits, &store, &e)),
         }
     }
 
@@ -298,43 +325,6 @@ impl Plugin {
             if pool.len() < WARM_INSTANCES {
                 pool.push(warm);
             }
-        }
-    }
-
-    fn classify(&self, store: &Store<CallState>, e: &wasmtime::Error) -> PluginFault {
-        let state = store.data();
-        if let Some(fault) = &state.refused {
-            return fault.clone();
-        }
-        if let Some(asked) = state.memory.exceeded {
-            return PluginFault::MemoryLimit {
-                limit: state.memory.limit,
-                asked,
-            };
-        }
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return PluginFault::Timeout(self.limits.deadline());
-        }
-        let cause = e.root_cause().to_string();
-        if cause.contains(LIFT_FUEL_EXHAUSTED) {
-            let lift_limit = self.limits.lift_bytes();
-            // Lifting the output happens after the guest returned: no wasm frame is on the
-            // error. Arguments of a host call are lifted while the guest runs.
-            if e.downcast_ref::<WasmBacktrace>().is_none() {
-                return PluginFault::OutputTooLargeToCopy {
-                    lift_limit,
-                    limit: self.limits.max_output_bytes,
-                };
-            }
-            return PluginFault::Trap(format!(
-                "a host call's arguments are larger than the {lift_limit} bytes the host copies out of a plugin at once"
-            ));
-        }
-        // A guest panic reaches us as `unreachable` after its hook logged the message; any
-        // other trap is described by wasmtime.
-        match state.panic_message() {
-            Some(panic) => PluginFault::Trap(panic),
-            None => PluginFault::Trap(with_sandbox_hint(cause)),
         }
     }
 }

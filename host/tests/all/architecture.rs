@@ -61,6 +61,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The module a file under a module directory belongs to: its first path component, without
+/// `.rs`.
+fn module_of(relative: &Path) -> String {
+    let first = relative.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_owned()
+}
+
 /// The top-level crate modules `source` names: `crate::x` anywhere, and each `x` of a
 /// `use crate::{x::…, y, …}` group.
 fn crate_imports(source: &str) -> BTreeSet<String> {
@@ -114,14 +121,7 @@ fn the_data_path_is_imported_one_way() {
     let mut wrong = Vec::new();
     for file in &files {
         let relative = file.strip_prefix(&src).unwrap();
-        let top = relative
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .trim_end_matches(".rs")
-            .to_owned();
+        let top = module_of(relative);
         let Some((_, allowed)) = ALLOWED.iter().find(|(m, _)| *m == top) else {
             // lib.rs, main.rs and the binary's own modules are above everything.
             continue;
@@ -178,15 +178,7 @@ fn the_xds_modules_import_each_other_without_a_circle() {
     // Module → the sibling modules it imports (`super::x`), tests and the root left out.
     let mut edges: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
     for file in &files {
-        let relative = file.strip_prefix(&dir).unwrap();
-        let module = relative
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .trim_end_matches(".rs")
-            .to_owned();
+        let module = module_of(file.strip_prefix(&dir).unwrap());
         if module == "mod" || module.ends_with("tests") || module == "test_support" {
             continue;
         }

@@ -218,3 +218,69 @@ async fn config_check_prints_both_ports_and_logs_to_a_pipe_without_colour() {
         "colour codes in piped logs:\n{err}"
     );
 }
+
+/// `plugin run --profile` writes a Firefox profiler profile of the plugin's calls, whose
+/// functions carry the plugin's own (demangled) names, and says where it is and how to open it.
+#[tokio::test]
+async fn plugin_run_profile_writes_a_firefox_profile_naming_the_plugins_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = crate::support::plugin_wasm("mesh").display().to_string();
+    std::fs::create_dir_all(dir.path().join("inputs")).unwrap();
+    std::fs::write(
+        dir.path().join("inputs/services.yaml"),
+        "kind: Service\nname: hello\nprotocol: http\nendpoints:\n  - { address: 127.0.0.1, port: 8080 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[[plugins]]\nname = \"mesh\"\npath = \"{mesh}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("node.yaml"),
+        "id: envoy-1\nuser_agent_name: envoy\n",
+    )
+    .unwrap();
+    let profile = dir.path().join("out.json");
+    let out = Command::new(BIN)
+        .args(["plugin", "run", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .arg("--node")
+        .arg(dir.path().join("node.yaml"))
+        .arg("--inputs")
+        .arg(dir.path().join("inputs"))
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The run's own output is unchanged: the resources, as JSON on stdout.
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!run["resources"].as_array().unwrap().is_empty(), "{run}");
+    assert!(
+        err.contains(&format!("written to {}", profile.display()))
+            && err.contains("https://profiler.firefox.com"),
+        "{err}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    assert!(
+        json["meta"]["version"].is_number(),
+        "not a processed profile"
+    );
+    let thread = &json["threads"][0];
+    assert!(thread["samples"]["length"].as_u64().unwrap() > 0);
+    let names: Vec<&str> = thread["stringArray"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("mesh::")),
+        "no function of the mesh plugin in {names:?}"
+    );
+}

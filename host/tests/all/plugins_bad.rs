@@ -158,9 +158,14 @@ fn endless_loop_is_stopped_at_its_deadline() {
     );
     for node_id in ["node-1", "node-2"] {
         let started = Instant::now();
+        // It calls no host function: nothing more to say than the deadline.
         assert_eq!(
             fault(&bad, node_id),
-            PluginFault::Timeout(Duration::from_millis(200))
+            PluginFault::Timeout(Duration::from_millis(200).into())
+        );
+        assert_eq!(
+            fault(&bad, node_id).to_string(),
+            "ran past its deadline of 200ms"
         );
         let elapsed = started.elapsed();
         assert!(
@@ -169,6 +174,79 @@ fn endless_loop_is_stopped_at_its_deadline() {
         );
         assert_serves(&good);
     }
+}
+
+/// A plugin polling `get` in a loop: the deadline is hit just after one of its calls returned,
+/// and the fault names the call and how many times the plugin made it.
+#[test]
+fn a_deadline_hit_in_a_loop_of_gets_names_get_and_how_often_it_was_called() {
+    let engine = engine();
+    let limits = PluginLimits {
+        deadline_ms: 200,
+        ..PluginLimits::default()
+    };
+    let (bad, good) = (
+        load(&engine, "bad-get-loop", limits),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::Timeout(deadline) = fault else {
+            panic!("expected a timeout, got {fault:?}")
+        };
+        assert_eq!(deadline.limit, Duration::from_millis(200));
+        let Some(("get", calls)) = deadline.host_call else {
+            panic!("expected the deadline to name `get`: {fault}")
+        };
+        assert!(calls > 1000, "{fault}");
+        let m = fault.to_string();
+        assert!(
+            m.starts_with("ran past its deadline of 200ms while calling `get` (called ")
+                && m.ends_with(" times)"),
+            "{m}"
+        );
+    });
+}
+
+/// Rust keeps a plugin's stack at the start of its linear memory: recursion with frames there
+/// overflows it below address 0, which wasm reports as an out-of-bounds access near 4 GiB.
+#[test]
+fn unbounded_recursion_on_the_stack_in_memory_is_reported_as_a_stack_overflow() {
+    let engine = engine();
+    let (bad, good) = (
+        load(&engine, "bad-stack-overflow", PluginLimits::default()),
+        load(&engine, "bad-none", PluginLimits::default()),
+    );
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        let PluginFault::Trap(m) = fault else {
+            panic!("expected a trap, got {fault:?}")
+        };
+        assert!(
+            m.starts_with("stack overflow: out of bounds memory access at wasm address 0x")
+                && m.contains("look for unbounded or too deep recursion"),
+            "{m}"
+        );
+    });
+}
+
+/// Recursion that keeps nothing in memory exhausts wasm's own call stack instead.
+#[test]
+fn unbounded_recursion_on_the_call_stack_is_reported_as_a_stack_overflow() {
+    let engine = engine();
+    let bad = load_with(
+        &engine,
+        "bad-stack-overflow",
+        serde_json::json!({"frame_bytes": 0}),
+        PluginLimits::default(),
+    );
+    let good = load(&engine, "bad-none", PluginLimits::default());
+    assert_fails_twice_and_engine_serves(&bad, &good, |fault| {
+        assert_eq!(
+            *fault,
+            PluginFault::Trap(
+                "stack overflow: wasm's call stack is exhausted; look for unbounded or too deep recursion".into()
+            )
+        );
+    });
 }
 
 #[test]

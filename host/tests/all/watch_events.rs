@@ -1,13 +1,16 @@
 //! File events drive the server as `serve` builds it: an input file saved and a plugin file
 //! renamed into place or written in two halves are each picked up as soon as they are whole,
 //! under a 60 s interval and settle window that polling alone would have to wait out; a torn
-//! plugin file is refused and the next whole one serves.
+//! plugin file is refused and the next whole one serves, and one rewritten within a tick of
+//! the clock is not missed. The input directory's watch alone (`watch_dir`, wired by hand): a
+//! directory given relative to the current one, and one deleted and made again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use nebucloud_xds::inputs::InputView;
+use nebucloud_xds::inputs::{watch_dir, DirSource, InputLimits, InputStore, InputView};
 use nebucloud_xds::plugins::PluginStatus;
 use tokio::time::Instant;
 
@@ -163,4 +166,106 @@ async fn a_torn_plugin_file_is_refused_and_the_next_whole_write_serves() {
     assert_eq!(tagger(&server).version, v2, "the old version keeps serving");
     std::fs::write(&path, &v3).unwrap();
     serves(&server, &version(&v3)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_rewritten_in_the_same_mtime_tick_at_the_same_length_serves() {
+    let dir = ConfigDir::new();
+    let (server, path) = server(&dir).await;
+    v2_serving(&server, &path).await;
+    // v3 with a one-byte custom section: two files of one length that differ.
+    let v3 = |mark: u8| {
+        let mut wasm = std::fs::read(plugin_wasm("tagger_v3")).unwrap();
+        wasm.extend([0, 3, 1, b'm', mark]);
+        wasm
+    };
+    std::fs::write(&path, v3(b'a')).unwrap();
+    serves(&server, &version(&v3(b'a'))).await.unwrap();
+    let tick = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, v3(b'b')).unwrap();
+    // Two saves within one tick of a coarse clock: the stamp says nothing changed.
+    let file = std::fs::File::options().append(true).open(&path).unwrap();
+    file.set_modified(tick).unwrap();
+    drop(file);
+    serves(&server, &version(&v3(b'b'))).await.unwrap();
+}
+
+/// Whether `store` holds the Service `name` with `port`.
+fn has(store: &InputStore, name: &str, port: u16) -> bool {
+    (store.get("Service", name)).is_some_and(|d| d.json.contains(&format!("\"port\":{port}")))
+}
+
+fn svc(name: &str, port: u16) -> String {
+    format!("kind: Service\nname: {name}\nport: {port}\n")
+}
+
+/// Waits until `holds`, within [`BOUND`]; whether it held.
+async fn until(holds: impl Fn() -> bool) -> bool {
+    wait_until(BOUND, POLL, async || Ok(holds().then_some(())))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_directory_given_relative_to_the_current_one_is_watched_as_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Up to the root, then down: relative, as `serve --config config.toml` gives `inputs`.
+    let up = std::env::current_dir()
+        .unwrap()
+        .components()
+        .skip(1)
+        .count();
+    let mut relative: PathBuf = std::iter::repeat_n("..", up).collect();
+    relative.push(dir.path().strip_prefix("/").unwrap());
+    assert!(relative.is_relative() && relative.is_dir(), "{relative:?}");
+    let store = Arc::new(InputStore::new());
+    let limits = InputLimits {
+        settle: Duration::from_secs(60),
+        ..InputLimits::default()
+    };
+    let source = DirSource::with_limits(&relative, Arc::clone(&store), limits).unwrap();
+    let mut health = source.health().subscribe();
+    let task = tokio::spawn(watch_dir(source, Duration::from_secs(60), |_| {}));
+    let first_scan = tokio::time::timeout(BOUND, health.wait_for(|s| s.connected)).await;
+    assert!(first_scan.is_ok(), "the watch never scanned");
+    std::fs::write(dir.path().join("web.yaml"), svc("web", 1)).unwrap();
+    assert!(
+        until(|| has(&store, "web", 1)).await,
+        "the file's event was not taken for the file's"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_input_directory_keeps_its_documents_and_is_watched_again_once_back() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("inputs");
+    std::fs::create_dir(&dir).unwrap();
+    let store = Arc::new(InputStore::new());
+    let source = DirSource::new(&dir, Arc::clone(&store)).unwrap();
+    let health = source.health();
+    // While the directory is gone no event can come: it is looked for every interval.
+    let task = tokio::spawn(watch_dir(source, Duration::from_millis(50), |_| {}));
+    std::fs::write(dir.join("a.yaml"), svc("a", 1)).unwrap();
+    assert!(until(|| has(&store, "a", 1)).await);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let status = || health.status();
+    assert!(
+        until(|| status().last_error.is_some()).await,
+        "{:?}",
+        status()
+    );
+    assert!(
+        !status().connected && has(&store, "a", 1),
+        "its documents stay"
+    );
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), svc("a", 2)).unwrap();
+    assert!(until(|| health.is_connected() && has(&store, "a", 2)).await);
+    std::fs::write(dir.join("b.yaml"), svc("b", 1)).unwrap();
+    assert!(
+        until(|| has(&store, "b", 1)).await,
+        "watched again: published without waiting for the 10 s scan"
+    );
+    task.abort();
 }

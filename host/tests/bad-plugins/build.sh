@@ -22,7 +22,7 @@ out=$(realpath -m -- "$1")
 target=$(realpath -m -- "${CARGO_TARGET_DIR:-$root/target}")
 export CARGO_TARGET_DIR="$target"
 built="$target/wasm32-wasip2/release"
-features=(panic endless-loop alloc-1gib garbage-body unknown-type duplicate-names oversized-output panic-on-canary drop-clusters read-file get-flood error-log-flood)
+features=(panic endless-loop alloc-1gib garbage-body unknown-type duplicate-names oversized-output panic-on-canary drop-clusters read-file get-flood get-loop stack-overflow error-log-flood)
 
 cd "$root"
 mkdir -p "$out"

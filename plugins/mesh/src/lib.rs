@@ -21,11 +21,12 @@ use nebucloud_xds_guest::build::{
     envoy_http_listener, grpc_api_listener, route_to_cluster, Backend, EdsCluster, LoadAssignment,
     LocalityEndpoints, RouteConfig, RouteRule, RouteSource, VirtualHostSpec,
 };
+use nebucloud_xds_guest::serde::{Deserialize, Serialize};
 use nebucloud_xds_guest::{export_plugin, Context, Error, Resource, Result};
-use serde::Deserialize;
 
 /// A service the mesh knows.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(crate = "nebucloud_xds_guest::serde")]
 pub struct Service {
     /// How clients talk to it.
     #[serde(default)]
@@ -36,8 +37,8 @@ pub struct Service {
 }
 
 /// The protocol a service speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(crate = "nebucloud_xds_guest::serde", rename_all = "lowercase")]
 pub enum Protocol {
     /// gRPC: upstream connections use HTTP/2.
     #[default]
@@ -47,7 +48,8 @@ pub enum Protocol {
 }
 
 /// One instance of a service.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(crate = "nebucloud_xds_guest::serde")]
 pub struct Endpoint {
     /// IP address or host name.
     pub address: String,
@@ -61,10 +63,10 @@ pub struct Endpoint {
     pub weight: Option<u32>,
 }
 
-/// The plugin's configuration.
+/// The plugin's `config` table, decoded once when the plugin loads (a typo refuses the load).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
+#[serde(crate = "nebucloud_xds_guest::serde", deny_unknown_fields)]
+pub struct Config {
     /// The address Envoy's ingress listener binds.
     #[serde(default = "default_address")]
     listener_address: String,
@@ -90,8 +92,11 @@ fn default_region() -> String {
 pub const INGRESS: &str = "ingress";
 
 /// The plugin function.
-pub fn generate(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resource>> {
-    let config: Config = ctx.config()?;
+pub fn generate(
+    ctx: &Context<'_>,
+    config: &Config,
+    mut resources: Vec<Resource>,
+) -> Result<Vec<Resource>> {
     let services = services_for_node(ctx)?;
     for (name, svc) in &services {
         let mut cluster = EdsCluster::new(name.as_str());

@@ -1,7 +1,8 @@
 //! A policy: every route that forwards to a cluster and has no retry policy gets one, and no
 //! timeout gets a default — so that no team ships routes without them.
 //!
-//! Configuration (all optional):
+//! Configuration (all optional), declared with `export_plugin!(apply, config = Config)`: it is
+//! checked when the plugin loads and handed to every call decoded.
 //!
 //! ```toml
 //! config = { retry_on = "5xx,reset,connect-failure,unavailable", num_retries = 2, timeout_ms = 15000 }
@@ -10,12 +11,14 @@
 use nebucloud_xds_guest::proto::envoy::config::route::v3::route::Action;
 use nebucloud_xds_guest::proto::envoy::config::route::v3::{RetryPolicy, RouteConfiguration};
 use nebucloud_xds_guest::proto::google::protobuf::{Duration, UInt32Value};
+use nebucloud_xds_guest::serde::Deserialize;
 use nebucloud_xds_guest::{export_plugin, Context, Resource, Result};
-use serde::Deserialize;
 
+/// The plugin's `config` table. No direct serde dependency: the derive goes through the SDK's
+/// re-export, which `crate = …` names.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
+#[serde(crate = "nebucloud_xds_guest::serde", deny_unknown_fields)]
+pub struct Config {
     #[serde(default = "default_retry_on")]
     retry_on: String,
     #[serde(default = "default_retries")]
@@ -36,13 +39,16 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// The plugin function.
-pub fn apply(ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
-    let config: Config = ctx.config()?;
+pub fn apply(
+    _ctx: &Context<'_>,
+    config: &Config,
+    resources: Vec<Resource>,
+) -> Result<Vec<Resource>> {
     resources
         .into_iter()
         .map(|r| match r.decode::<RouteConfiguration>()? {
             Some(mut routes) => {
-                add_policies(&mut routes, &config);
+                add_policies(&mut routes, config);
                 Ok(Resource::new(r.name, &routes))
             }
             None => Ok(r),

@@ -1,15 +1,73 @@
-//! What the directory source reads when file events say what changed: the document files
-//! they name (and those under a directory moved away), at once when an event says they are
-//! whole; the whole directory when a directory or a link to one changed, or events were lost.
+//! What file events say changed, and what the directory source reads for it: the document
+//! files they name (and those under a directory moved away), at once when an event says they
+//! are whole; the whole directory when a directory or a link to one changed, or events were
+//! lost, at most once a second.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::EventKind;
 
 use super::disk::{document, hidden};
 use super::events::Changes;
 use super::{DirSource, Stamp};
 use crate::inputs::{DocKey, DocumentFileError};
+
+/// The shortest time between two full scans that events ask for (a directory made or
+/// removed, events lost): a loop of `mkdir x; rmdir x` in the directory, or a watcher failing
+/// at every new directory, cannot make the source scan back to back. A later request is
+/// merged into the next scan allowed.
+pub(crate) const FULL_SCAN_GAP: Duration = Duration::from_secs(1);
+
+/// What a path's last event says of the file there now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Closed after writing, renamed into place or away, or removed: what is there is whole.
+    Whole,
+    /// Created: whole if it is a link (made in one step); a regular file is still being
+    /// written, and its close will say when it is done.
+    Created,
+    /// Written to, its status changed, or seen changed by the polling watcher: it may be half
+    /// written. It waits for its close, or, for a writer that never closes, to settle.
+    Written,
+}
+
+impl Seen {
+    /// The class of an event; `None` for one that changes nothing (an open, a read).
+    pub(super) fn of(kind: &EventKind) -> Option<Seen> {
+        match kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Seen::Whole),
+            EventKind::Access(_) => None,
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Some(Seen::Whole),
+            EventKind::Create(_) => Some(Seen::Created),
+            EventKind::Modify(_) | EventKind::Any | EventKind::Other => Some(Seen::Written),
+        }
+    }
+
+    /// Whether the file at `path` may be read as whole now. Blocking: a created path is
+    /// looked at (a link is whole; a regular file waits for its close).
+    pub(crate) fn whole(self, path: &Path) -> bool {
+        match self {
+            Seen::Whole => true,
+            Seen::Created => {
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+            }
+            Seen::Written => false,
+        }
+    }
+}
+
+/// A full scan events asked for within [`FULL_SCAN_GAP`] of the last one, to be made once
+/// the gap has passed.
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    /// Whether a directory or a link to one was swapped in whole (see `scan_changes`).
+    swapped: bool,
+    /// Files events named that were not read meanwhile (past the file cap), and whether whole.
+    targets: BTreeMap<PathBuf, bool>,
+}
 
 /// What an event's path is to the source.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,18 +85,24 @@ impl DirSource {
     /// Reads what `changes` name, as [`DirSource::scan`] would but looking only at those files
     /// and at files whose settle window has passed: a file an event says is whole is read at
     /// once; one still being written waits for its close (or, if none comes, to settle).
-    /// Falls back to a full scan when it alone can be right: events were lost or it is time
-    /// for the periodic scan (`changes.rescan`), a directory or a link to one changed, or the
-    /// directory holds more files than `max_files`. Blocking file I/O: run it off the async
-    /// runtime's workers.
+    /// Falls back to a full scan when it alone can be right: it is time for the `periodic`
+    /// one, or the directory is back after it could not be listed; and, at most once every
+    /// [`FULL_SCAN_GAP`], when events were lost (`changes.rescan`), a directory or a link to
+    /// one changed, or the directory holds more files than `max_files`. A directory that
+    /// cannot be listed is an error, and nothing is read or removed. Blocking file I/O: run it
+    /// off the async runtime's workers.
     pub(crate) fn scan_changes(
         &mut self,
         changes: &Changes,
+        periodic: bool,
     ) -> (Vec<DocKey>, Vec<DocumentFileError>) {
+        if let Err(e) = std::fs::read_dir(&self.dir) {
+            return self.root_unreadable(&e);
+        }
         let now = Instant::now();
         // Each file to look at, and whether an event says it is whole.
         let mut targets: BTreeMap<PathBuf, bool> = BTreeMap::new();
-        let mut full = changes.rescan || self.over_cap;
+        let mut full = changes.rescan;
         let mut swapped = false;
         for (path, seen) in &changes.paths {
             let whole = seen.whole(path);
@@ -69,26 +133,31 @@ impl DirSource {
             }
         }
         let new = targets.keys().filter(|p| !self.files.contains_key(*p));
-        if self.files.len() + new.count() > self.limits.max_files {
-            full = true;
+        let past_cap = self.over_cap || self.files.len() + new.count() > self.limits.max_files;
+        full |= past_cap;
+        let allowed = self
+            .last_event_scan
+            .is_none_or(|at| now >= at + FULL_SCAN_GAP);
+        let forced = periodic || self.root_lost();
+        if forced || (allowed && (full || self.deferred.is_some())) {
+            if !forced {
+                self.last_event_scan = Some(now);
+            }
+            let deferred = self.deferred.take().unwrap_or_default();
+            swapped |= deferred.swapped;
+            for (path, whole) in deferred.targets {
+                targets.entry(path).or_insert(whole);
+            }
+            return self.scan_full(&targets, swapped);
         }
         if full {
-            // After a directory or a link to one was swapped in whole, a file that changed
-            // with no event of its own, and was not already being written, changed with it.
-            let writing: BTreeSet<PathBuf> = self
-                .files
-                .iter()
-                .filter(|(_, t)| swapped && t.pending.is_some())
-                .map(|(p, _)| p.clone())
-                .collect();
-            let whole = |p: &Path| {
-                targets
-                    .get(p)
-                    .copied()
-                    .unwrap_or(swapped && !writing.contains(p))
-            };
-            let (listed, over) = self.list();
-            return self.scan_listed(listed, over, &whole);
+            // Asked for too soon after the last one: made once the gap has passed.
+            let deferred = self.deferred.get_or_insert_default();
+            deferred.swapped |= swapped;
+            // Which files are the first ones by path is for that scan to say.
+            if past_cap {
+                deferred.targets.append(&mut targets);
+            }
         }
         let listed = targets
             .keys()
@@ -98,12 +167,42 @@ impl DirSource {
         self.apply(targets.keys().cloned(), &listed, false, &whole)
     }
 
-    /// When the first file still settling is due to be looked at again.
+    /// Scans the whole directory. `targets`: files events named, and whether they are whole;
+    /// `swapped`: a directory or a link to one was swapped in whole.
+    fn scan_full(
+        &mut self,
+        targets: &BTreeMap<PathBuf, bool>,
+        swapped: bool,
+    ) -> (Vec<DocKey>, Vec<DocumentFileError>) {
+        // After a directory or a link to one was swapped in whole, a file that changed
+        // with no event of its own, and was not already being written, changed with it.
+        let writing: BTreeSet<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, t)| swapped && t.pending.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
+        let whole = |p: &Path| {
+            targets
+                .get(p)
+                .copied()
+                .unwrap_or(swapped && !writing.contains(p))
+        };
+        match self.list() {
+            Ok((listed, over)) => self.scan_listed(listed, over, &whole),
+            Err(e) => self.root_unreadable(&e),
+        }
+    }
+
+    /// When the first file still settling is due to be looked at again, or the full scan
+    /// events asked for is allowed.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         let settle = self.limits.settle;
-        self.files
-            .values()
-            .filter_map(|t| t.pending.map(|(_, since)| since + settle))
+        let deferred = self.deferred.as_ref().and(self.last_event_scan);
+        let settling = self.files.values().filter_map(|t| t.pending);
+        settling
+            .map(|(_, since)| since + settle)
+            .chain(deferred.map(|at| at + FULL_SCAN_GAP))
             .min()
     }
 
@@ -133,7 +232,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
-    use super::super::events::Seen;
     use super::*;
     use crate::inputs::{InputLimits, InputStore, InputView};
 
@@ -172,13 +270,31 @@ mod tests {
         let (mut src, store) = source(dir.path());
         let f = dir.path().join("a.yaml");
         std::fs::write(&f, svc("a", 1)).unwrap();
-        let (changed, _) = src.scan_changes(&changes(&[(&f, Seen::Written)]));
+        let (changed, _) = src.scan_changes(&changes(&[(&f, Seen::Written)]), false);
         assert!(changed.is_empty(), "maybe half written: it waits");
         assert!(src.next_due().is_some(), "to settle, if no close comes");
-        let (changed, _) = src.scan_changes(&changes(&[(&f, Seen::Whole)]));
+        let (changed, _) = src.scan_changes(&changes(&[(&f, Seen::Whole)]), false);
         assert_eq!(changed.len(), 1, "closed: read at once");
         assert_eq!(port(&store, "a"), Some(1));
         assert!(src.next_due().is_none());
+    }
+
+    #[test]
+    fn a_file_rewritten_in_the_same_mtime_tick_at_the_same_length_is_read_at_its_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut src, store) = source(dir.path());
+        let f = dir.path().join("a.yaml");
+        std::fs::write(&f, svc("a", 1)).unwrap();
+        src.scan_changes(&changes(&[(&f, Seen::Whole)]), false);
+        assert_eq!(port(&store, "a"), Some(1));
+        let tick = std::fs::metadata(&f).unwrap().modified().unwrap();
+        std::fs::write(&f, svc("a", 2)).unwrap();
+        // Two saves within one tick of a coarse clock: the stamp says nothing changed.
+        let file = std::fs::File::options().append(true).open(&f).unwrap();
+        file.set_modified(tick).unwrap();
+        let (changed, _) = src.scan_changes(&changes(&[(&f, Seen::Whole)]), false);
+        assert_eq!(changed.len(), 1, "closed: read, whatever its stamp");
+        assert_eq!(port(&store, "a"), Some(2));
     }
 
     #[test]
@@ -208,9 +324,37 @@ mod tests {
             (d.join("..data"), Seen::Whole),
         ];
         let events: Vec<(&Path, Seen)> = events.iter().map(|(p, s)| (p.as_path(), *s)).collect();
-        let (changed, _) = src.scan_changes(&changes(&events));
+        let (changed, _) = src.scan_changes(&changes(&events), false);
         assert_eq!(changed.len(), 1, "{changed:?}");
         assert_eq!(port(&store, "a"), Some(2));
+    }
+
+    #[test]
+    fn full_scans_events_ask_for_are_made_at_most_once_a_second_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (mut src, store) = source(d);
+        // A directory moved in: its files are whole, and only a full scan finds them.
+        let moved_in = |n: &str| {
+            std::fs::create_dir(d.join(n)).unwrap();
+            std::fs::write(d.join(n).join("s.yaml"), svc(n, 1)).unwrap();
+            changes(&[(&d.join(n), Seen::Whole)])
+        };
+        let (changed, _) = src.scan_changes(&moved_in("a"), false);
+        assert_eq!(changed.len(), 1, "the first is made at once");
+        for n in ["b", "c"] {
+            let (changed, _) = src.scan_changes(&moved_in(n), false);
+            assert!(
+                changed.is_empty() && port(&store, n).is_none(),
+                "{n}: not yet"
+            );
+        }
+        let due = src.next_due().expect("a full scan is due");
+        assert!(due <= Instant::now() + FULL_SCAN_GAP);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let (changed, _) = src.scan_changes(&Changes::default(), false);
+        assert_eq!(changed.len(), 2, "both asked for, in one scan: {changed:?}");
+        assert!(src.next_due().is_none());
     }
 
     #[test]
@@ -220,16 +364,17 @@ mod tests {
         std::fs::create_dir(d.join("sub")).unwrap();
         std::fs::write(d.join("sub/b.yaml"), svc("b", 1)).unwrap();
         let (mut src, store) = source(d);
-        let (changed, _) = src.scan_changes(&changes(&[(&d.join("sub/b.yaml"), Seen::Whole)]));
+        let (changed, _) =
+            src.scan_changes(&changes(&[(&d.join("sub/b.yaml"), Seen::Whole)]), false);
         assert_eq!(changed.len(), 1);
         for other in [".a.yaml.swp", "a.yaml~", "notes.txt"] {
             std::fs::write(d.join(other), svc("x", 1)).unwrap();
-            let (changed, _) = src.scan_changes(&changes(&[(&d.join(other), Seen::Whole)]));
+            let (changed, _) = src.scan_changes(&changes(&[(&d.join(other), Seen::Whole)]), false);
             assert!(changed.is_empty(), "{other}");
         }
         let outside = tempfile::tempdir().unwrap();
         std::fs::rename(d.join("sub"), outside.path().join("sub")).unwrap();
-        let (changed, _) = src.scan_changes(&changes(&[(&d.join("sub"), Seen::Whole)]));
+        let (changed, _) = src.scan_changes(&changes(&[(&d.join("sub"), Seen::Whole)]), false);
         assert_eq!(changed.len(), 1);
         assert!(
             store.get("Service", "b").is_none(),

@@ -136,14 +136,13 @@ fn kind(t: &FileType) -> &'static str {
 
 /// Every `.yaml`/`.yml`/`.json` file under `dir`, sorted; hidden names skipped. Symbolic
 /// links to files are followed (a Kubernetes ConfigMap volume is made of them); links to
-/// directories are not, so a link loop cannot make the walk endless.
-pub(super) fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// directories are not, so a link loop cannot make the walk endless. An error if `dir`
+/// itself cannot be read: an empty listing would say every file is gone.
+pub(super) fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
+    let mut stack = Vec::new();
+    let mut listing = Some(std::fs::read_dir(dir)?);
+    while let Some(entries) = listing.take() {
         for e in entries.flatten() {
             let p = e.path();
             let Ok(kind) = e.file_type() else { continue };
@@ -156,9 +155,11 @@ pub(super) fn files_under(dir: &Path) -> Vec<PathBuf> {
                 out.push(p);
             }
         }
+        // A directory below that cannot be read is skipped.
+        listing = std::iter::from_fn(|| stack.pop()).find_map(|d| std::fs::read_dir(d).ok());
     }
     out.sort();
-    out
+    Ok(out)
 }
 
 /// Whether a name is hidden: such a file, or a directory with all it holds, is not read.
@@ -227,6 +228,7 @@ mod tests {
         std::os::unix::fs::symlink(d, d.join("sub/loop")).unwrap();
         std::os::unix::fs::symlink(d.join("a.yaml"), d.join("link.yml")).unwrap();
         let names: Vec<PathBuf> = files_under(d)
+            .unwrap()
             .iter()
             .map(|p| p.strip_prefix(d).unwrap().to_owned())
             .collect();

@@ -5,7 +5,7 @@
 //! The callback runs on `notify`'s own thread. When the channel is full it drops the event and
 //! marks "look at everything" instead, as the kernel does when its own queue overflows; the
 //! async side takes whatever is queued at once, so a burst of events becomes one look at the
-//! paths they name.
+//! paths they name, each once its writer has been quiet for [`QUIET`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, Flag, ModifyKind};
-use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::Flag;
+use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
+
+use super::changes::Seen;
+use super::disk::hidden;
 
 /// Events queued for the async side; past this the callback asks for a full look instead.
 pub(crate) const QUEUE: usize = 1024;
@@ -31,51 +34,27 @@ pub(crate) const SAFETY_NET: Duration = Duration::from_secs(10);
 /// that keeps changing as it is read cannot make a watch spin.
 pub(crate) const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// What a path's last event says of the file there now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// Closed after writing, renamed into place or away, or removed: what is there is whole.
-    Whole,
-    /// Created: whole if it is a link (made in one step); a regular file is still being
-    /// written, and its close will say when it is done.
-    Created,
-    /// Written to, its status changed, or seen changed by the polling watcher: it may be half
-    /// written. It waits for its close, or, for a writer that never closes, to settle.
-    Written,
-}
+/// How long a path must go without another event before an event that says its file is whole
+/// is acted on. A close is no promise that the writer is done: `: > f; render >> f` and
+/// `echo a > f; echo b >> f` close the file after each step, so steps made in quick
+/// succession are read once, after the last. The counterpart of the settle window
+/// (`settle_ms`), which a change no close marks whole waits for, and never longer than it.
+pub(crate) const QUIET: Duration = Duration::from_millis(50);
 
-impl Seen {
-    /// The class of an event; `None` for one that changes nothing (an open, a read).
-    fn of(kind: &EventKind) -> Option<Seen> {
-        match kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Seen::Whole),
-            EventKind::Access(_) => None,
-            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Some(Seen::Whole),
-            EventKind::Create(_) => Some(Seen::Created),
-            EventKind::Modify(_) | EventKind::Any | EventKind::Other => Some(Seen::Written),
-        }
-    }
+/// The most bytes of paths held for the async side at once: past it they are dropped, and
+/// everything is looked at instead.
+pub(crate) const MAX_HELD_BYTES: usize = 1 << 20;
 
-    /// Whether the file at `path` may be read as whole now. Blocking: a created path is
-    /// looked at (a link is whole; a regular file waits for its close).
-    pub(crate) fn whole(self, path: &Path) -> bool {
-        match self {
-            Seen::Whole => true,
-            Seen::Created => {
-                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-            }
-            Seen::Written => false,
-        }
-    }
-}
+/// How often losses of one kind are logged (each is counted).
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What changed since the last look.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     /// Each path events named, with what its last event says.
     pub(crate) paths: BTreeMap<PathBuf, Seen>,
-    /// Events were lost (the kernel's queue or ours overflowed, the watcher failed), or it is
-    /// time for the periodic scan: anything may have changed.
+    /// Events were lost (the kernel's queue or ours overflowed, the watcher failed): anything
+    /// may have changed.
     pub(crate) rescan: bool,
 }
 
@@ -90,7 +69,15 @@ impl Changes {
 #[derive(Debug)]
 enum Message {
     Paths(Seen, Vec<PathBuf>),
-    Lost(String),
+    Lost(Loss),
+}
+
+/// Why events were lost: the kind losses are told apart by in the log (a watcher out of
+/// inotify watches fails once per directory, each naming its own path), and what happened.
+#[derive(Debug)]
+struct Loss {
+    kind: &'static str,
+    reason: String,
 }
 
 /// What the callback sets when it could not queue an event, and how it wakes the async side.
@@ -105,25 +92,64 @@ struct Overflow {
 pub(crate) struct EventSink {
     tx: mpsc::Sender<Message>,
     overflow: Arc<Overflow>,
+    /// The roots watched recursively (absolute, as the watcher names paths).
+    recursive: Arc<[PathBuf]>,
 }
 
 impl EventSink {
     /// Queues `event`, or, if the queue is full, marks that everything must be looked at.
     pub(crate) fn handle(&self, event: notify::Result<Event>) {
         let message = match event {
-            Ok(e) if e.flag() == Some(Flag::Rescan) => {
-                Message::Lost("the kernel's event queue overflowed".into())
+            Ok(e) if e.flag() == Some(Flag::Rescan) => Message::Lost(Loss {
+                kind: "kernel queue overflow",
+                reason: "the kernel's event queue overflowed".into(),
+            }),
+            Ok(e) => {
+                let Some(seen) = Seen::of(&e.kind) else {
+                    return;
+                };
+                let paths: Vec<PathBuf> = e.paths.into_iter().filter(|p| self.matters(p)).collect();
+                if paths.is_empty() {
+                    return;
+                }
+                Message::Paths(seen, paths)
             }
-            Ok(e) => match Seen::of(&e.kind) {
-                Some(seen) if !e.paths.is_empty() => Message::Paths(seen, e.paths),
-                _ => return,
-            },
-            Err(e) => Message::Lost(format!("the watcher failed: {e}")),
+            Err(e) => Message::Lost(Loss {
+                kind: error_kind(&e.kind),
+                reason: format!("the watcher failed: {e}"),
+            }),
         };
         if self.tx.try_send(message).is_err() {
             self.overflow.lost.store(true, Ordering::Release);
             self.overflow.wake.notify_one();
         }
+    }
+
+    /// Whether what happens at `path` may matter: not if it is inside a hidden directory
+    /// below a root watched recursively (a git checkout's `.git`, a Kubernetes ConfigMap
+    /// volume's `..2024_…` directories), which the directory source never reads. A hidden
+    /// name itself is kept: renaming a ConfigMap's `..data` link changes its visible files.
+    fn matters(&self, path: &Path) -> bool {
+        let in_hidden = |root: &PathBuf| {
+            path.strip_prefix(root).is_ok_and(|below| {
+                let mut names = below.iter();
+                names.next_back();
+                names.any(hidden)
+            })
+        };
+        !self.recursive.iter().any(in_hidden)
+    }
+}
+
+/// What losses of a watcher's error are told apart by.
+fn error_kind(kind: &notify::ErrorKind) -> &'static str {
+    match kind {
+        notify::ErrorKind::Generic(_) => "watcher error",
+        notify::ErrorKind::Io(_) => "I/O error",
+        notify::ErrorKind::PathNotFound => "path not found",
+        notify::ErrorKind::WatchNotFound => "watch not found",
+        notify::ErrorKind::InvalidConfig(_) => "invalid watcher config",
+        notify::ErrorKind::MaxFilesWatch => "inotify watch limit",
     }
 }
 
@@ -136,8 +162,17 @@ pub(crate) struct FileEvents {
     watcher: Option<Box<dyn WatcherDebug>>,
     /// What is watched, for logs and metrics ("inputs", "plugin files").
     what: &'static str,
-    /// The last loss logged, so a watcher failing the same way at every poll logs it once.
-    last_loss: Option<String>,
+    /// The most messages taken at once: the channel's capacity.
+    capacity: usize,
+    /// How long a whole event waits for another on its path ([`QUIET`], or less).
+    quiet: Duration,
+    /// Each path named and not handed out yet, with its last event and when it is due: at
+    /// once for a write (it only starts the settle window), once quiet for the others.
+    held: BTreeMap<PathBuf, (Seen, Instant)>,
+    /// The bytes of the paths in `held`.
+    held_bytes: usize,
+    /// When each kind of loss was last logged.
+    logged: BTreeMap<&'static str, Instant>,
 }
 
 /// A watcher that can be kept in a struct that derives `Debug`.
@@ -145,22 +180,44 @@ trait WatcherDebug: Watcher + Send + std::fmt::Debug {}
 impl<W: Watcher + Send + std::fmt::Debug> WatcherDebug for W {}
 
 impl FileEvents {
-    /// A watch fed by hand through the returned sink, with room for `capacity` events.
-    pub(crate) fn channel(what: &'static str, capacity: usize) -> (EventSink, FileEvents) {
+    /// A watch fed by hand through the returned sink, with room for `capacity` events; events
+    /// inside hidden directories below the `roots` watched recursively are dropped. Whole
+    /// events are handed out at once (see [`FileEvents::quiet`]).
+    pub(crate) fn channel(
+        what: &'static str,
+        capacity: usize,
+        roots: &[(PathBuf, RecursiveMode)],
+    ) -> (EventSink, FileEvents) {
         let (tx, rx) = mpsc::channel(capacity);
         let overflow = Arc::new(Overflow::default());
+        let recursive = roots
+            .iter()
+            .filter(|(_, mode)| *mode == RecursiveMode::Recursive)
+            .map(|(root, _)| std::path::absolute(root).unwrap_or_else(|_| root.clone()))
+            .collect();
         let sink = EventSink {
             tx,
             overflow: Arc::clone(&overflow),
+            recursive,
         };
         let events = FileEvents {
             rx,
             overflow,
             watcher: None,
             what,
-            last_loss: None,
+            capacity,
+            quiet: Duration::ZERO,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            logged: BTreeMap::new(),
         };
         (sink, events)
+    }
+
+    /// Hands out a path named by a whole event only once no other event named it for `quiet`.
+    pub(crate) fn quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
     }
 
     /// Watches `roots` with the system's watcher (inotify on Linux), or, if that cannot be
@@ -172,7 +229,7 @@ impl FileEvents {
         roots: &[(PathBuf, RecursiveMode)],
         poll_every: Duration,
     ) -> notify::Result<FileEvents> {
-        let (sink, mut events) = Self::channel(what, QUEUE);
+        let (sink, mut events) = Self::channel(what, QUEUE, roots);
         let recommended = RecommendedWatcher::new(move |e| sink.handle(e), config())
             .and_then(|w| watching(w, roots));
         match recommended {
@@ -201,7 +258,7 @@ impl FileEvents {
         roots: &[(PathBuf, RecursiveMode)],
         every: Duration,
     ) -> notify::Result<FileEvents> {
-        let (sink, mut events) = Self::channel(what, QUEUE);
+        let (sink, mut events) = Self::channel(what, QUEUE, roots);
         let config = config().with_poll_interval(every);
         let w = watching(PollWatcher::new(move |e| sink.handle(e), config)?, roots)?;
         events.watcher = Some(Box::new(w));
@@ -216,43 +273,100 @@ impl FileEvents {
         }
     }
 
-    /// Waits for an event or for `until`, whichever comes first, then takes every event
-    /// queued: empty [`Changes`] when the time came first.
+    /// Watches `root` afresh: after it was removed (its watch went with it) or moved away (its
+    /// watch followed it) and is back. Blocking, as [`FileEvents::start`].
+    pub(crate) fn rewatch(&mut self, root: &Path, mode: RecursiveMode) -> notify::Result<()> {
+        match &mut self.watcher {
+            Some(w) => {
+                // Nothing to remove if the watch went with the directory.
+                let _ = w.unwatch(root);
+                w.watch(root, mode)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for an event, for a path held to be due, or for `until`, whichever comes first;
+    /// then takes what is queued (at most a queue's worth: a watcher that keeps it full cannot
+    /// hold the caller) and hands out the paths due. Empty [`Changes`] when nothing was.
     pub(crate) async fn next(&mut self, until: Instant) -> Changes {
         let mut changes = Changes::default();
+        let due = self.held.values().map(|(_, at)| *at).min();
+        let wake = due.map_or(until, |d| d.min(until));
+        let mut taken = 0;
         tokio::select! {
-            Some(m) = self.rx.recv() => self.take(m, &mut changes),
+            Some(m) = self.rx.recv() => {
+                self.take(m, &mut changes);
+                taken = 1;
+            }
             () = self.overflow.wake.notified() => {}
-            () = tokio::time::sleep_until(until) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
-        while let Ok(m) = self.rx.try_recv() {
+        while taken < self.capacity {
+            let Ok(m) = self.rx.try_recv() else { break };
             self.take(m, &mut changes);
+            taken += 1;
         }
         if self.overflow.lost.swap(false, Ordering::AcqRel) {
-            self.take(
-                Message::Lost(format!("more than {QUEUE} events were queued")),
-                &mut changes,
-            );
+            let reason = format!("more than {} events were queued", self.capacity);
+            let kind = "queue full";
+            self.lose(Loss { kind, reason }, &mut changes);
         }
+        let now = Instant::now();
+        let bytes = &mut self.held_bytes;
+        self.held.retain(|path, (seen, at)| {
+            if *at > now {
+                return true;
+            }
+            *bytes -= path.as_os_str().len();
+            changes.paths.insert(path.clone(), *seen);
+            false
+        });
         changes
     }
 
     fn take(&mut self, message: Message, changes: &mut Changes) {
-        match message {
-            Message::Paths(seen, paths) => {
-                for p in paths {
-                    changes.paths.insert(p, seen);
-                }
-            }
-            Message::Lost(reason) => {
-                changes.rescan = true;
-                metrics::counter!("file_events_lost_total", "watch" => self.what).increment(1);
-                if self.last_loss.as_ref() != Some(&reason) {
-                    tracing::warn!(watch = self.what, %reason, "file events lost: looking at every file");
-                    self.last_loss = Some(reason);
-                }
+        let paths = match message {
+            Message::Paths(seen, paths) => paths.into_iter().map(move |p| (p, seen)),
+            Message::Lost(loss) => return self.lose(loss, changes),
+        };
+        let now = Instant::now();
+        for (path, seen) in paths {
+            let at = match seen {
+                Seen::Written => now,
+                Seen::Whole | Seen::Created => now + self.quiet,
+            };
+            let len = path.as_os_str().len();
+            if self.held.insert(path, (seen, at)).is_none() {
+                self.held_bytes += len;
             }
         }
+        if self.held_bytes > MAX_HELD_BYTES {
+            self.held.clear();
+            self.held_bytes = 0;
+            let reason = format!("events named over {MAX_HELD_BYTES} bytes of paths");
+            let kind = "too many paths";
+            self.lose(Loss { kind, reason }, changes);
+        }
+    }
+
+    fn lose(&mut self, loss: Loss, changes: &mut Changes) {
+        changes.rescan = true;
+        metrics::counter!("file_events_lost_total", "watch" => self.what).increment(1);
+        if self.log_now(loss.kind, Instant::now()) {
+            let (watch, kind, reason) = (self.what, loss.kind, loss.reason);
+            tracing::warn!(watch, kind, %reason, "file events lost: looking at every file");
+        }
+    }
+
+    /// Whether a loss of `kind` at `now` is logged: the first of its kind in a minute is.
+    pub(super) fn log_now(&mut self, kind: &'static str, now: Instant) -> bool {
+        let last = self.logged.get(kind);
+        if last.is_some_and(|at| now < *at + LOSS_LOG_EVERY) {
+            return false;
+        }
+        self.logged.insert(kind, now);
+        true
     }
 }
 
@@ -268,94 +382,4 @@ fn watching<W: Watcher>(mut watcher: W, roots: &[(PathBuf, RecursiveMode)]) -> n
         watcher.watch(root, *mode)?;
     }
     Ok(watcher)
-}
-
-#[cfg(test)]
-mod tests {
-    use notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
-
-    use super::*;
-
-    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
-        Ok(Event::new(kind).add_path(PathBuf::from(path)))
-    }
-
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_millis(20)
-    }
-
-    #[tokio::test]
-    async fn a_path_keeps_its_last_event_and_opens_and_reads_are_not_changes() {
-        let (sink, mut events) = FileEvents::channel("test", 16);
-        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
-        sink.handle(event(EventKind::Create(CreateKind::File), "/d/new.yaml"));
-        sink.handle(event(written, "/d/a.yaml"));
-        sink.handle(event(closed, "/d/a.yaml"));
-        sink.handle(event(written, "/d/b.yaml"));
-        sink.handle(event(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            "/d/c.yaml",
-        ));
-        sink.handle(event(EventKind::Remove(RemoveKind::File), "/d/gone.yaml"));
-        sink.handle(event(
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            "/d/r.yaml",
-        ));
-        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
-        sink.handle(event(read, "/d/r.yaml"));
-        let changes = events.next(soon()).await;
-        let got: Vec<(&str, Seen)> = changes
-            .paths
-            .iter()
-            .map(|(p, s)| (p.to_str().unwrap(), *s))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("/d/a.yaml", Seen::Whole),
-                ("/d/b.yaml", Seen::Written),
-                ("/d/c.yaml", Seen::Whole),
-                ("/d/gone.yaml", Seen::Whole),
-                ("/d/new.yaml", Seen::Created),
-            ]
-        );
-        assert!(!changes.rescan);
-        assert!(events.next(soon()).await.is_empty(), "taken once");
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_drops_events_without_blocking_and_asks_for_a_full_look() {
-        let (sink, mut events) = FileEvents::channel("test", 2);
-        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-        // Nobody takes them meanwhile: a blocking callback would never return here.
-        for i in 0..100 {
-            sink.handle(event(written, &format!("/d/{i}.yaml")));
-        }
-        let changes = events.next(soon()).await;
-        assert_eq!(changes.paths.len(), 2, "what fitted is kept");
-        assert!(changes.rescan, "what did not is looked for in full");
-        assert!(events.next(soon()).await.is_empty(), "asked once");
-    }
-
-    #[tokio::test]
-    async fn the_kernels_overflow_and_a_failed_watcher_ask_for_a_full_look() {
-        let (sink, mut events) = FileEvents::channel("test", 16);
-        sink.handle(Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)));
-        let changes = events.next(soon()).await;
-        assert!(changes.rescan && changes.paths.is_empty(), "{changes:?}");
-        sink.handle(Err(notify::Error::generic("inotify watch limit reached")));
-        assert!(events.next(soon()).await.rescan);
-    }
-
-    #[test]
-    fn a_created_link_is_whole_and_a_created_file_waits_for_its_close() {
-        let dir = tempfile::tempdir().unwrap();
-        let (file, link) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
-        std::fs::write(&file, "").unwrap();
-        std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert!(!Seen::Created.whole(&file));
-        assert!(Seen::Created.whole(&link));
-        assert!(Seen::Whole.whole(&file) && !Seen::Written.whole(&file));
-    }
 }

@@ -1,26 +1,34 @@
-//! The directory source: settling, caps, and last good documents.
+//! The directory source (settling, caps, last good documents) and the file events that tell
+//! it what changed (what an event says, the quiet window, the bounds on what is held).
 
+use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+use notify::event::{Flag, RemoveKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode};
+use tokio::time::Instant as TokioInstant;
+
+use super::changes::Seen;
+use super::events::{Changes, FileEvents, MAX_HELD_BYTES};
 use super::*;
 use crate::inputs::InputView;
 
-fn source(dir: &Path, limits: InputLimits) -> (DirSource, Arc<InputStore>) {
+pub(super) fn source(dir: &Path, limits: InputLimits) -> (DirSource, Arc<InputStore>) {
     let store = Arc::new(InputStore::new());
     let src = DirSource::with_limits(dir, Arc::clone(&store), limits).unwrap();
     (src, store)
 }
 
-fn at_once() -> InputLimits {
+pub(super) fn at_once() -> InputLimits {
     InputLimits {
         settle: Duration::ZERO,
         ..InputLimits::default()
     }
 }
 
-fn svc(name: &str, port: u16) -> String {
+pub(super) fn svc(name: &str, port: u16) -> String {
     format!("kind: Service\nname: {name}\nport: {port}\n")
 }
 
-fn port(store: &InputStore, name: &str) -> Option<String> {
+pub(super) fn port(store: &InputStore, name: &str) -> Option<String> {
     Some(store.get("Service", name)?.json.to_string())
 }
 
@@ -177,7 +185,7 @@ fn a_file_rewritten_between_the_listing_and_the_read_is_not_published_until_it_s
     assert_eq!(src.scan().0.len(), 2);
     std::fs::write(&f, both(2)).unwrap();
     set_mtime(&f, Duration::from_secs(2), true);
-    let (listed, over) = src.list();
+    let (listed, over) = src.list().unwrap();
     // A writer truncates and starts again after the listing saw the file settled.
     std::fs::write(&f, svc("a", 3)).unwrap();
     set_mtime(&f, Duration::from_secs(4), true);
@@ -221,155 +229,160 @@ fn a_fifo_at_a_document_path_is_refused_without_blocking_the_scan() {
     );
 }
 
-/// How long a change may take to be published when events work: generous, against 60 s
-/// intervals and settle windows that polling alone would have to wait out.
+fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
+    Ok(Event::new(kind).add_path(PathBuf::from(path)))
+}
+
+/// Far longer than any of these tests takes.
 const BOUND: Duration = Duration::from_secs(5);
 
-/// Waits (checking every 10 ms) until `holds`, at most [`BOUND`]; whether it held.
-async fn until(holds: impl Fn() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while !holds() {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
+fn soon() -> TokioInstant {
+    TokioInstant::now() + Duration::from_millis(20)
 }
 
-/// A source for `dir` within `limits`, watched by `watch`: returned once the watch is set up
-/// (its first scan comes after that), so that what the test does next raises events.
-async fn watched(
-    dir: &Path,
-    limits: InputLimits,
-    watch: impl FnOnce(DirSource) -> tokio::task::JoinHandle<()>,
-) -> (Arc<InputStore>, tokio::task::JoinHandle<()>) {
-    let (src, store) = source(dir, limits);
-    let mut health = src.health().subscribe();
-    let task = watch(src);
-    let first_scan = tokio::time::timeout(BOUND, health.wait_for(|s| s.connected)).await;
-    assert!(first_scan.is_ok(), "the watch never scanned");
-    (store, task)
+const WRITTEN: EventKind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+const CLOSED: EventKind = EventKind::Access(AccessKind::Close(AccessMode::Write));
+
+fn seen(changes: &Changes) -> Vec<(&str, Seen)> {
+    let paths = changes.paths.iter();
+    paths.map(|(p, s)| (p.to_str().unwrap(), *s)).collect()
 }
 
-/// A minute to settle: only an event that says a file is whole publishes it in time.
-fn slow() -> InputLimits {
-    InputLimits {
-        settle: Duration::from_secs(60),
-        ..InputLimits::default()
-    }
-}
-
-/// A scan interval polling alone could not publish anything within [`BOUND`] with.
-const MINUTE: Duration = Duration::from_secs(60);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_renamed_or_deleted_file_is_published_at_once_whatever_the_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, task) = watched(dir.path(), slow(), |src| {
-        tokio::spawn(watch_dir(src, MINUTE, |_| {}))
-    })
-    .await;
-    let f = dir.path().join("web.yaml");
-    std::fs::write(&f, svc("web", 1)).unwrap();
-    let has = |p: u16| port(&store, "web").is_some_and(|j| j.contains(&format!("\"port\":{p}")));
-    assert!(until(|| has(1)).await, "closed after writing: published");
-    let tmp = dir.path().join(".web.yaml.tmp");
-    std::fs::write(&tmp, svc("web", 2)).unwrap();
-    std::fs::rename(&tmp, &f).unwrap();
-    assert!(until(|| has(2)).await, "renamed into place: published");
-    std::fs::remove_file(&f).unwrap();
-    assert!(
-        until(|| store.get("Service", "web").is_none()).await,
-        "deleted: withdrawn"
-    );
-    task.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_written_through_one_handle_is_published_at_its_close_and_not_before() {
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let published = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
-    let recorder = Arc::clone(&published);
-    let (store, task) = watched(dir.path(), slow(), |src| {
-        let store = Arc::clone(&src.store);
-        tokio::spawn(watch_dir(src, MINUTE, move |_| {
-            let names = store.list("Service").into_iter().map(|d| d.name).collect();
-            recorder.lock().unwrap().push(names);
-        }))
-    })
-    .await;
-    let whole = format!("{}---\n{}", svc("api", 1), svc("web", 1));
-    let (first, rest) = whole.split_at(whole.find("---").unwrap());
-    let mut file = std::fs::File::create(dir.path().join("shop.yaml")).unwrap();
-    file.write_all(first.as_bytes()).unwrap();
-    file.flush().unwrap();
-    // The writer pauses: what is there parses, and is half of the file.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        store.list("Service").is_empty(),
-        "half a file is not published"
-    );
-    file.write_all(rest.as_bytes()).unwrap();
-    drop(file);
-    assert!(
-        until(|| store.list("Service").len() == 2).await,
-        "closed: published"
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+#[tokio::test]
+async fn a_path_keeps_its_last_event_and_opens_and_reads_are_not_changes() {
+    let (sink, mut events) = FileEvents::channel("test", 16, &[]);
+    sink.handle(event(EventKind::Create(CreateKind::File), "/d/new.yaml"));
+    sink.handle(event(WRITTEN, "/d/a.yaml"));
+    sink.handle(event(CLOSED, "/d/a.yaml"));
+    sink.handle(event(WRITTEN, "/d/b.yaml"));
+    let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+    sink.handle(event(renamed, "/d/c.yaml"));
+    sink.handle(event(EventKind::Remove(RemoveKind::File), "/d/gone.yaml"));
+    let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+    sink.handle(event(opened, "/d/r.yaml"));
+    let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+    sink.handle(event(read, "/d/r.yaml"));
+    let changes = events.next(soon()).await;
     assert_eq!(
-        *published.lock().unwrap(),
-        [["api", "web"]],
-        "published once, whole"
+        seen(&changes),
+        [
+            ("/d/a.yaml", Seen::Whole),
+            ("/d/b.yaml", Seen::Written),
+            ("/d/c.yaml", Seen::Whole),
+            ("/d/gone.yaml", Seen::Whole),
+            ("/d/new.yaml", Seen::Created),
+        ]
     );
-    task.abort();
+    assert!(!changes.rescan);
+    assert!(events.next(soon()).await.is_empty(), "taken once");
+}
+
+#[tokio::test]
+async fn a_whole_event_is_handed_out_once_no_other_came_for_its_path_for_the_quiet_window() {
+    let (sink, events) = FileEvents::channel("test", 16, &[]);
+    let quiet = Duration::from_millis(100);
+    let mut events = events.quiet(quiet);
+    sink.handle(event(CLOSED, "/d/a.yaml"));
+    sink.handle(event(WRITTEN, "/d/b.yaml"));
+    // A write at once (it only starts the settle window); a close once quiet.
+    let changes = events.next(soon()).await;
+    assert_eq!(seen(&changes), [("/d/b.yaml", Seen::Written)]);
+    // `echo b >> f`: closed again, and the wait starts over.
+    sink.handle(event(CLOSED, "/d/a.yaml"));
+    let again = TokioInstant::now();
+    assert!(events.next(soon()).await.is_empty(), "not quiet yet");
+    let changes = events.next(again + Duration::from_secs(5)).await;
+    assert!(again.elapsed() >= quiet, "handed out early");
+    assert_eq!(seen(&changes), [("/d/a.yaml", Seen::Whole)]);
+}
+
+#[tokio::test]
+async fn events_inside_hidden_directories_below_a_watched_tree_are_dropped() {
+    let roots = [(PathBuf::from("/d"), RecursiveMode::Recursive)];
+    let (sink, mut events) = FileEvents::channel("test", 16, &roots);
+    let hidden = ["/d/.git/index", "/d/..2024_1/a.yaml", "/d/s/.c/b.yaml"];
+    // A hidden name itself is kept: a ConfigMap's `..data` link is swapped by a rename.
+    let kept = ["/d/..data", "/d/.a.swp", "/d/s/a.yaml", "/e/.x/a.yaml"];
+    for path in hidden.iter().chain(&kept) {
+        sink.handle(event(CLOSED, path));
+    }
+    let changes = events.next(soon()).await;
+    let got: Vec<&str> = seen(&changes).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(got, kept);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_events_without_blocking_and_asks_for_a_full_look() {
+    let (sink, mut events) = FileEvents::channel("test", 2, &[]);
+    // Nobody takes them meanwhile: a blocking callback would never return here.
+    for i in 0..100 {
+        sink.handle(event(WRITTEN, &format!("/d/{i}.yaml")));
+    }
+    let changes = events.next(soon()).await;
+    assert_eq!(changes.paths.len(), 2, "what fitted is kept");
+    assert!(changes.rescan, "what did not is looked for in full");
+    assert!(events.next(soon()).await.is_empty(), "asked once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_events_make_the_directory_scanned_in_full_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    // Events come from the test alone: nothing watches the directory.
-    let (sink, events) = events::FileEvents::channel("test", 16);
-    let (store, task) = watched(dir.path(), at_once(), |src| {
-        tokio::spawn(watch::follow(src, Some(events), MINUTE, |_| {}))
-    })
-    .await;
-    std::fs::write(dir.path().join("a.yaml"), svc("a", 1)).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(store.get("Service", "a").is_none(), "no event, no scan");
-    // What the kernel sends when its event queue overflowed.
-    let overflow =
-        notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);
-    sink.handle(Ok(overflow));
-    assert!(
-        until(|| store.get("Service", "a").is_some()).await,
-        "scanned in full"
-    );
-    task.abort();
+async fn one_look_takes_at_most_a_queue_of_events_while_more_keep_coming() {
+    let (sink, mut events) = FileEvents::channel("test", 16, &[]);
+    // Sent as they are taken, of four paths each: however many keep coming, one look takes
+    // a queue of them at most.
+    let four = |i| (0..4).map(move |j| PathBuf::from(format!("/{i}/{j}")));
+    let burst: Vec<_> = (0..30_000)
+        .map(|i| Ok(four(i).fold(Event::new(WRITTEN), Event::add_path)))
+        .collect();
+    let writer = std::thread::spawn(move || burst.into_iter().for_each(|e| sink.handle(e)));
+    let changes = events.next(TokioInstant::now() + BOUND).await;
+    writer.join().unwrap();
+    let taken = changes.paths.len();
+    assert!(taken <= 16 * 4, "{taken} paths");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_the_polling_fallback_a_change_is_published_once_it_has_settled() {
+#[tokio::test]
+async fn paths_held_past_their_byte_cap_are_dropped_for_a_full_look() {
+    let (sink, events) = FileEvents::channel("test", 64, &[]);
+    // Never quiet in the test's time: every path is held.
+    let mut events = events.quiet(Duration::from_secs(3600));
+    let long = "x".repeat(4000);
+    let mut rescan = false;
+    for batch in 0..(MAX_HELD_BYTES / (64 * 4000) + 1) {
+        for i in 0..64 {
+            sink.handle(event(CLOSED, &format!("/d/{batch}/{i}/{long}")));
+        }
+        rescan |= events.next(soon()).await.rescan;
+    }
+    assert!(rescan, "over the cap: everything is looked at instead");
+    assert!(events.next(soon()).await.is_empty(), "and nothing is held");
+}
+
+#[tokio::test]
+async fn the_kernels_overflow_and_a_failed_watcher_ask_for_a_full_look_logged_once_per_kind() {
+    let (sink, mut events) = FileEvents::channel("test", 16, &[]);
+    sink.handle(Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)));
+    let changes = events.next(soon()).await;
+    assert!(changes.rescan && changes.paths.is_empty(), "{changes:?}");
+    // Out of inotify watches: one error per directory, each naming its own.
+    for dir in ["/d/a", "/d/b"] {
+        let full = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        sink.handle(Err(full.add_path(PathBuf::from(dir))));
+    }
+    assert!(events.next(soon()).await.rescan);
+    let now = TokioInstant::now();
+    assert!(!events.log_now("inotify watch limit", now), "logged once");
+    assert!(events.log_now("another kind", now));
+    let later = now + Duration::from_secs(60);
+    assert!(events.log_now("inotify watch limit", later), "a minute on");
+}
+
+#[test]
+fn a_created_link_is_whole_and_a_created_file_waits_for_its_close() {
     let dir = tempfile::tempdir().unwrap();
-    let every = Duration::from_millis(50);
-    let settle = Duration::from_millis(300);
-    let roots = [(dir.path().to_owned(), notify::RecursiveMode::Recursive)];
-    let events = events::FileEvents::polling("test", &roots, every).unwrap();
-    let limits = InputLimits {
-        settle,
-        ..InputLimits::default()
-    };
-    let (store, task) = watched(dir.path(), limits, |src| {
-        tokio::spawn(watch::follow(src, Some(events), every, |_| {}))
-    })
-    .await;
-    let written = tokio::time::Instant::now();
-    std::fs::write(dir.path().join("a.yaml"), svc("a", 1)).unwrap();
-    assert!(
-        until(|| store.get("Service", "a").is_some()).await,
-        "never published"
-    );
-    assert!(written.elapsed() >= settle, "published before it settled");
-    task.abort();
+    let (file, link) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    std::fs::write(&file, "").unwrap();
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    assert!(!Seen::Created.whole(&file));
+    assert!(Seen::Created.whole(&link));
+    assert!(Seen::Whole.whole(&file) && !Seen::Written.whole(&file));
 }

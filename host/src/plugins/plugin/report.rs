@@ -57,8 +57,8 @@ pub enum PluginFault {
     #[error("trapped: {0}")]
     Trap(String),
     /// The call ran past its deadline.
-    #[error("ran past its deadline of {0:?}")]
-    Timeout(Duration),
+    #[error("ran past its deadline of {0}")]
+    Timeout(Deadline),
     /// The plugin tried to grow its memory past its limit.
     #[error("exceeded its memory limit of {limit} bytes (asked for {asked})")]
     MemoryLimit {
@@ -131,6 +131,51 @@ impl PluginFault {
                 | PluginFault::InputsUnavailable(_)
         )
     }
+}
+
+/// The deadline a call ran past, and the host call it was making when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// The call's deadline (`deadline_ms`).
+    pub limit: Duration,
+    /// The host call (`get`, `list` or `log`) the plugin was making when the deadline was hit
+    /// (the last it made, if it made any in the last two epoch ticks), and how many times the
+    /// call made it: a plugin stuck in a loop of host calls, or in one slow call. None when
+    /// the plugin was in its own code.
+    pub host_call: Option<(&'static str, u64)>,
+}
+
+impl From<Duration> for Deadline {
+    fn from(limit: Duration) -> Self {
+        Deadline {
+            limit,
+            host_call: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.limit)?;
+        match self.host_call {
+            Some((call, 1)) => write!(f, " while calling `{call}` (called once)"),
+            Some((call, n)) => write!(f, " while calling `{call}` (called {} times)", grouped(n)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `n` with its thousands grouped: 1,234,567.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// What one call cost and read.
@@ -245,7 +290,8 @@ mod tests {
 
         let refused = PluginLoadError::Init(PluginFault::Returned("init: no key `port`".into()));
         assert_eq!(refused.to_string(), "init failed: no key `port`");
-        let timed_out = PluginLoadError::Init(PluginFault::Timeout(Duration::from_millis(5)));
+        let timed_out =
+            PluginLoadError::Init(PluginFault::Timeout(Duration::from_millis(5).into()));
         assert_eq!(
             timed_out.to_string(),
             "init failed: ran past its deadline of 5ms"
@@ -254,7 +300,29 @@ mod tests {
             timed_out
                 .source()
                 .and_then(|s| s.downcast_ref::<PluginFault>()),
-            Some(&PluginFault::Timeout(Duration::from_millis(5)))
+            Some(&PluginFault::Timeout(Duration::from_millis(5).into()))
         );
+    }
+
+    #[test]
+    fn a_deadline_hit_in_a_loop_of_host_calls_names_the_call_and_its_count() {
+        let deadline = |host_call| {
+            PluginFault::Timeout(Deadline {
+                limit: Duration::from_millis(200),
+                host_call,
+            })
+            .to_string()
+        };
+        assert_eq!(deadline(None), "ran past its deadline of 200ms");
+        assert_eq!(
+            deadline(Some(("get", 1_234_567))),
+            "ran past its deadline of 200ms while calling `get` (called 1,234,567 times)"
+        );
+        assert_eq!(
+            deadline(Some(("list", 1))),
+            "ran past its deadline of 200ms while calling `list` (called once)"
+        );
+        let grouped: Vec<String> = [0, 999, 1000, 123_456, 1_000_000].map(grouped).into();
+        assert_eq!(grouped, ["0", "999", "1,000", "123,456", "1,000,000"]);
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use notify::RecursiveMode;
 use tokio::time::Instant;
 
-use crate::inputs::files::events::{Changes, FileEvents, Seen, MIN_WAIT, SAFETY_NET};
+use crate::inputs::files::changes::Seen;
+use crate::inputs::files::events::{Changes, FileEvents, MIN_WAIT, QUIET, SAFETY_NET};
 use crate::plugins::{PluginSlots, ReloadError};
 
 /// How soon a whole file's reload is tried again when another reload was running.
@@ -95,7 +96,7 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
         .map(|(name, stamp, _)| (name, stamp))
         .collect();
     let (mut watched, mut events) =
-        rewatch(slots.paths(), Watched::default(), None, interval).await;
+        rewatch(slots.paths(), Watched::default(), None, interval, settle).await;
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let full_every = |events: &Option<FileEvents>| match events {
         Some(_) => interval.max(SAFETY_NET),
@@ -140,13 +141,16 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
         }
         let paths = slots.paths();
         if paths != watched.paths {
-            (watched, events) = rewatch(paths, watched, events, interval).await;
+            (watched, events) = rewatch(paths, watched, events, interval, settle).await;
         }
         let looked = look(&watched.paths, named.clone()).await;
         // A file gone is not reloaded: it has nothing left to settle.
         pending.retain(|name, _| looked.iter().any(|(n, _, _)| n == name));
         for (name, stamp, whole_event) in looked {
-            if known.get(&name) == Some(&stamp) {
+            // A whole file is reloaded even if its stamp is the one loaded: a rewrite of the
+            // same length within one tick of the clock leaves it so. (The reload compares the
+            // bytes: the same file is not loaded again.)
+            if known.get(&name) == Some(&stamp) && !whole_event {
                 pending.remove(&name);
                 continue;
             }
@@ -209,13 +213,15 @@ async fn look(
     .unwrap_or_default()
 }
 
-/// Resolves `paths` and watches the directories they need: starts the watch, or adds to it
-/// the directories `old` did not have. On a blocking thread.
+/// Resolves `paths` and watches the directories they need: starts the watch (whole events
+/// taken once quiet, see [`QUIET`]), or adds to it the directories `old` did not have. On a
+/// blocking thread.
 async fn rewatch(
     paths: Vec<(String, PathBuf)>,
     old: Watched,
     events: Option<FileEvents>,
     interval: Duration,
+    settle: Duration,
 ) -> (Watched, Option<FileEvents>) {
     let fallback = Watched {
         paths: paths.clone(),
@@ -238,6 +244,7 @@ async fn rewatch(
                     .map(|d| (d, RecursiveMode::NonRecursive))
                     .collect();
                 FileEvents::start("plugin files", &roots, interval)
+                    .map(|events| events.quiet(QUIET.min(settle)))
                     .inspect_err(|e| {
                         tracing::warn!(error = %e,
                             "cannot watch plugin files: looking at them every reload.interval_ms");

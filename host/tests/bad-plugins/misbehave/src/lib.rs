@@ -38,6 +38,13 @@ pub enum Misbehaviour {
     /// `get-flood`: `get`s a new key of `key_bytes` bytes (its config; 1 MiB when unset) in an
     /// endless loop.
     GetFlood,
+    /// `get-loop`: `get`s the same key in an endless loop, as a plugin polling for an input
+    /// would: no new read, so no read budget stops it; its deadline does.
+    GetLoop,
+    /// `stack-overflow`: recurses without end. Each frame holds [`FRAME_BYTES`] bytes on
+    /// Rust's shadow stack in linear memory, which overflows first; with the config
+    /// `{"frame_bytes": 0}` the frames hold nothing there and wasm's own call stack overflows.
+    StackOverflow,
     /// `error-log-flood`: logs [`FLOOD_LINES`] error lines of about 1 KiB (every hundredth a
     /// fake panic line) and some stderr lines, then panics with [`FLOOD_PANIC_MESSAGE`].
     ErrorLogFlood,
@@ -49,6 +56,8 @@ pub const PANIC_MESSAGE: &str = "misbehave: deliberate panic in run";
 pub const FLOOD_PANIC_MESSAGE: &str = "misbehave: deliberate panic after an error-log flood";
 /// How many error lines the `error-log-flood` build logs.
 pub const FLOOD_LINES: usize = 10_000;
+/// The bytes each frame of the `stack-overflow` build holds on the shadow stack by default.
+pub const FRAME_BYTES: usize = 1024;
 
 /// This build's misbehaviour, chosen by its Cargo feature.
 pub const MISBEHAVIOUR: Misbehaviour = selected(&[
@@ -72,6 +81,11 @@ pub const MISBEHAVIOUR: Misbehaviour = selected(&[
     (cfg!(feature = "drop-clusters"), Misbehaviour::DropClusters),
     (cfg!(feature = "read-file"), Misbehaviour::ReadFile),
     (cfg!(feature = "get-flood"), Misbehaviour::GetFlood),
+    (cfg!(feature = "get-loop"), Misbehaviour::GetLoop),
+    (
+        cfg!(feature = "stack-overflow"),
+        Misbehaviour::StackOverflow,
+    ),
     (
         cfg!(feature = "error-log-flood"),
         Misbehaviour::ErrorLogFlood,
@@ -137,6 +151,15 @@ pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resour
             resources.push(Resource::new(host.trim(), &cluster(host.trim())));
         }
         Misbehaviour::GetFlood => get_flood(ctx)?,
+        Misbehaviour::GetLoop => get_loop(ctx)?,
+        Misbehaviour::StackOverflow => {
+            let config: Value = ctx.config()?;
+            let depth = match config["frame_bytes"].as_u64() {
+                Some(0) => recurse_on_call_stack(0),
+                _ => recurse_on_shadow_stack(0),
+            };
+            black_box(depth);
+        }
         Misbehaviour::ErrorLogFlood => error_log_flood(),
     }
     Ok(resources)
@@ -191,6 +214,35 @@ fn get_flood(ctx: &Context<'_>) -> Result<()> {
         black_box(ctx.get::<Value>("Flood", &name)?);
     }
     Ok(())
+}
+
+/// Asks for the same document at every turn, forever.
+fn get_loop(ctx: &Context<'_>) -> Result<()> {
+    loop {
+        black_box(ctx.get::<Value>("Poll", "same")?);
+    }
+}
+
+/// Recurses without end (the depth that stops it cannot be reached) with [`FRAME_BYTES`]
+/// bytes per frame on the shadow stack: an array whose address escapes cannot live in wasm
+/// locals. The call is not in tail position, so it stays a call.
+fn recurse_on_shadow_stack(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let mut frame = [0_u8; FRAME_BYTES];
+    black_box(&mut frame);
+    let deeper = recurse_on_shadow_stack(black_box(depth + 1));
+    deeper + u64::from(frame[usize::try_from(depth).unwrap_or(0) % FRAME_BYTES])
+}
+
+/// Recurses without end with nothing on the shadow stack: only wasm's own call stack grows.
+fn recurse_on_call_stack(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let deeper = recurse_on_call_stack(black_box(depth + 1));
+    black_box(deeper) ^ depth
 }
 
 /// Logs [`FLOOD_LINES`] error lines, every hundredth a fake panic line, and some to stderr;
