@@ -239,7 +239,7 @@ pub async fn run(s: &ChurnScenario, server_bin: &Path) -> anyhow::Result<ChurnRe
 
 fn update_path(i: Impl) -> &'static str {
     match i {
-        Impl::Ours => "inputs file rewritten -> directory watch (250 ms poll, not timed) -> input store -> pipeline -> mesh.wasm -> cache -> push",
+        Impl::Ours => "inputs file renamed into place -> directory watch (file event; timed from its announcement, not from the write) -> input store -> pipeline -> mesh.wasm -> cache -> push",
         _ => "set_snapshot for every node the cache holds -> cache watch -> the seed's handler re-run (added push path)",
     }
 }

@@ -332,7 +332,7 @@ fn update_path(s: &Scenario) -> &'static str {
     }
     match (s.implementation, &s.plugin) {
         (Impl::Ours, Some(_)) => {
-            "inputs file rewritten -> directory watch (250 ms poll, not timed) -> input store -> pipeline -> mesh.wasm -> cache -> push"
+            "inputs file renamed into place -> directory watch (file event; timed from its announcement, not from the write) -> input store -> pipeline -> mesh.wasm -> cache -> push"
         }
         (Impl::Ours, None) => "Cache::set -> push",
         (Impl::Seed, _) => "set_snapshot per node; the seed's server never pushes (as is)",
