@@ -286,6 +286,18 @@ impl FileEvents {
         }
     }
 
+    /// What `events` hand out by `until` ([`FileEvents::next`]); without events (no watcher
+    /// could be had), nothing, at `until`: the caller's periodic look is all there is.
+    pub(crate) async fn next_or_sleep(events: &mut Option<FileEvents>, until: Instant) -> Changes {
+        match events {
+            Some(events) => events.next(until).await,
+            None => {
+                tokio::time::sleep_until(until).await;
+                Changes::default()
+            }
+        }
+    }
+
     /// Waits for an event, for a path held to be due, or for `until`, whichever comes first;
     /// then takes what is queued (at most a queue's worth: a watcher that keeps it full cannot
     /// hold the caller) and hands out the paths due. Empty [`Changes`] when nothing was.

@@ -8,7 +8,7 @@ use notify::RecursiveMode;
 use tokio::time::Instant;
 
 use super::changes::Seen;
-use super::events::{Changes, FileEvents, MIN_WAIT, QUIET, SAFETY_NET};
+use super::events::{FileEvents, MIN_WAIT, QUIET, SAFETY_NET};
 use super::DirSource;
 use crate::inputs::DocKey;
 
@@ -77,13 +77,7 @@ pub(super) async fn follow(
         let due = settling
             .map_or(next_full, |d| d.min(next_full))
             .max(Instant::now() + MIN_WAIT);
-        let changes = match &mut events {
-            Some(events) => events.next(due).await,
-            None => {
-                tokio::time::sleep_until(due).await;
-                Changes::default()
-            }
-        };
+        let changes = FileEvents::next_or_sleep(&mut events, due).await;
         let now = Instant::now();
         let periodic = now >= next_full;
         if periodic {

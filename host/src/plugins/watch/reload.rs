@@ -11,7 +11,7 @@ use notify::RecursiveMode;
 use tokio::time::Instant;
 
 use crate::inputs::files::changes::Seen;
-use crate::inputs::files::events::{Changes, FileEvents, MIN_WAIT, QUIET, SAFETY_NET};
+use crate::inputs::files::events::{FileEvents, MIN_WAIT, QUIET, SAFETY_NET};
 use crate::plugins::{PluginSlots, ReloadError};
 
 /// How soon a whole file's reload is tried again when another reload was running.
@@ -111,13 +111,7 @@ pub async fn watch_plugin_files(slots: PluginSlots, interval: Duration, settle: 
             .min()
             .map_or(next_full, |d| d.min(next_full))
             .max(Instant::now() + MIN_WAIT);
-        let changes = match &mut events {
-            Some(events) => events.next(due).await,
-            None => {
-                tokio::time::sleep_until(due).await;
-                Changes::default()
-            }
-        };
+        let changes = FileEvents::next_or_sleep(&mut events, due).await;
         let now = Instant::now();
         let full = changes.rescan || now >= next_full;
         if full {
