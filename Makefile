@@ -118,7 +118,7 @@ PLUGIN_DIR   ?= $(CURDIR)/build/plugins
 CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 WASM_OUT     := $(CARGO_TARGET)/wasm32-wasip2/release
 
-.PHONY: plugins reload-plugins test-plugins run test test-only bench bench-reload bench-churn
+.PHONY: plugins reload-plugins test-plugins run golden test test-only bench bench-reload bench-churn
 
 # The bundled plugins, built as a plugin author would: `cargo build --target wasm32-wasip2`.
 plugins: deps-wasm
@@ -139,6 +139,13 @@ test-plugins: reload-plugins
 run: plugins
 	cargo run --release -p nebucloud-xds -- serve --config examples/quickstart/config.toml
 
+# The quickstart chain's golden files (examples/quickstart/golden/, run by `make test` through
+# host/tests/all/golden.rs): `make golden` checks them against the plugins in build/plugins/;
+# after an intended change to plugins/, `make plugins golden UPDATE=1` rewrites them.
+golden:
+	cargo run -p nebucloud-xds -- plugin test --config examples/quickstart/config.toml \
+		$(if $(UPDATE),--update) examples/quickstart/golden
+
 # Everything CI checks: formatting, lints, docs, licenses, and every test with real clients.
 test: deps test-plugins lint deny check-core test-only
 
@@ -153,13 +160,14 @@ bench: reload-plugins
 	cargo bench -p nebucloud-xds-benches --bench subscriptions
 	cargo build --release -p nebucloud-xds-benches --bins
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
-		--nodes 10000 --streams-per-conn 50,1 --out $(CARGO_TARGET)/bench-results
+		--nodes 10000 --streams-per-conn 50,1 --grouping node,cluster --out $(CARGO_TARGET)/bench-results
 	$(MAKE) bench-reload
+	$(MAKE) bench-dev
 	$(MAKE) bench-churn
 	cat $(CARGO_TARGET)/bench-results/cache.md $(CARGO_TARGET)/bench-results/plugins.md \
 		$(CARGO_TARGET)/bench-results/subscriptions.md \
 		$(CARGO_TARGET)/bench-results/loadgen.md $(CARGO_TARGET)/bench-results/reload.md \
-		$(CARGO_TARGET)/bench-results/churn.md \
+		$(CARGO_TARGET)/bench-results/dev.md $(CARGO_TARGET)/bench-results/churn.md \
 		> $(CARGO_TARGET)/bench-results/summary.md
 
 # Hot reload: a policy plugin's file rewritten → all 1,000 connected nodes ACKed the new
@@ -168,8 +176,16 @@ bench: reload-plugins
 RELOAD_VERSIONS := $(PLUGIN_DIR)/tagger_v1.wasm,$(PLUGIN_DIR)/tagger_v2.wasm,$(PLUGIN_DIR)/tagger_v3.wasm
 bench-reload: reload-plugins
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
-		--nodes 1000 --streams-per-conn 1 --grouping cluster,node --reload $(RELOAD_VERSIONS) \
+		--nodes 1000 --streams-per-conn 1 --grouping node,cluster --reload $(RELOAD_VERSIONS) \
 		--check --out $(CARGO_TARGET)/bench-results --name reload
+
+# The plugin author's loop as `nebucloud-xds dev` runs it (no settle time, a 1 ms debounce): a
+# policy plugin's file replaced, as a build's copy ends → one connected node ACKed the new
+# config, SotW and Delta. About 30 s once built.
+bench-dev: reload-plugins
+	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
+		--nodes 1 --streams-per-conn 1 --grouping node --reload $(RELOAD_VERSIONS) \
+		--reload-settle-ms 0 --debounce-ms 1 --check --out $(CARGO_TARGET)/bench-results --name dev
 
 # Pod churn: 100 live nodes stay connected while 5 rounds of 2,000 new node ids, one connection
 # each as pods have, connect, get configured and leave. Our server runs as `serve` does

@@ -81,13 +81,9 @@ pub fn envoy_node(i: usize) -> Node {
 
 /// The same node as a plugin sees it (for native calls).
 pub fn guest_node(node: &Node) -> nebucloud_xds_guest::Node {
-    nebucloud_xds_guest::Node {
-        id: node.id.clone(),
-        cluster: node.cluster.clone(),
-        metadata: serde_json::json!({}),
-        user_agent_name: node.user_agent_name.clone(),
-        ..nebucloud_xds_guest::Node::default()
-    }
+    nebucloud_xds_guest::Node::new(node.id.clone())
+        .with_cluster(node.cluster.clone())
+        .with_user_agent(node.user_agent_name.clone(), "")
 }
 
 /// The host resources the `mesh` plugin makes for an Envoy node, computed natively.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nebucloud_xds::inputs::InputView;
-use nebucloud_xds::plugins::{bench_plugin, BenchOptions};
+use nebucloud_xds::plugins::{bench_plugin, BenchOptions, NodeView};
 use nx_bench::fixtures::{envoy_node, plugin_dir, services, static_inputs};
 
 #[test]
@@ -194,7 +194,7 @@ fn bench_plugin_reports_latency_instructions_and_memory() {
     let report = bench_plugin(
         &wasm,
         &serde_json::json!({}),
-        &envoy_node(0),
+        &NodeView::from(envoy_node(0)),
         &[],
         inputs,
         &options,

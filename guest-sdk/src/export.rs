@@ -7,9 +7,8 @@ use std::sync::OnceLock;
 use crate::bindings::nebucloud::xds::host;
 use crate::bindings::nebucloud::xds::types::Level;
 use crate::error::Result;
-use crate::plugin::{
-    decode_config, ConfiguredPluginFn, Context, Inputs, Locality, Node, PluginFn, Resource,
-};
+use crate::node::Node;
+use crate::plugin::{decode_config, ConfiguredPluginFn, Context, Inputs, PluginFn, Resource};
 
 static CONFIG: OnceLock<serde_json::Value> = OnceLock::new();
 
@@ -74,10 +73,9 @@ pub fn init_with_config<T: serde::de::DeserializeOwned>(
 #[doc(hidden)]
 pub fn run(
     plugin: PluginFn,
-    node: crate::bindings::Node,
     resources: Vec<crate::bindings::Resource>,
 ) -> Result<Vec<crate::bindings::Resource>, String> {
-    call(node, resources, plugin)
+    call(&Node::from_host(), resources, plugin)
 }
 
 /// `run` of a plugin exported with `export_plugin!(f, config = T)`: hands it the config that
@@ -86,7 +84,16 @@ pub fn run(
 pub fn run_with_config<T>(
     plugin: ConfiguredPluginFn<T>,
     slot: &OnceLock<T>,
-    node: crate::bindings::Node,
+    resources: Vec<crate::bindings::Resource>,
+) -> Result<Vec<crate::bindings::Resource>, String> {
+    configured(plugin, slot, &Node::from_host(), resources)
+}
+
+/// As [`run_with_config`], for a given node.
+fn configured<T>(
+    plugin: ConfiguredPluginFn<T>,
+    slot: &OnceLock<T>,
+    node: &Node,
     resources: Vec<crate::bindings::Resource>,
 ) -> Result<Vec<crate::bindings::Resource>, String> {
     call(node, resources, |ctx, resources| match slot.get() {
@@ -101,23 +108,10 @@ pub fn run_with_config<T>(
 
 /// Converts the WIT values, calls the plugin function, converts back.
 fn call(
-    node: crate::bindings::Node,
+    node: &Node,
     resources: Vec<crate::bindings::Resource>,
     plugin: impl FnOnce(&Context<'_>, Vec<Resource>) -> Result<Vec<Resource>>,
 ) -> Result<Vec<crate::bindings::Resource>, String> {
-    let node = Node {
-        id: node.id,
-        cluster: node.cluster,
-        locality: node.locality.map(|l| Locality {
-            region: l.region,
-            zone: l.zone,
-            sub_zone: l.sub_zone,
-        }),
-        metadata: serde_json::from_str(&node.metadata_json).unwrap_or(serde_json::Value::Null),
-        user_agent_name: node.user_agent_name,
-        user_agent_version: node.user_agent_version,
-        client_features: node.client_features,
-    };
     let resources = resources
         .into_iter()
         .map(|r| Resource {
@@ -128,7 +122,7 @@ fn call(
         .collect();
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let config = CONFIG.get().unwrap_or(&empty);
-    let out = plugin(&Context::new(&node, config, &HostInputs), resources);
+    let out = plugin(&Context::new(node, config, &HostInputs), resources);
     // `print!` without a newline waits in std's line buffer: out with it now, so that it is
     // logged with this call's node rather than the next call's.
     {
@@ -223,10 +217,9 @@ macro_rules! export_plugin {
             }
 
             fn run(
-                node: $crate::bindings::Node,
                 resources: ::std::vec::Vec<$crate::bindings::Resource>,
             ) -> ::std::result::Result<::std::vec::Vec<$crate::bindings::Resource>, ::std::string::String> {
-                $run(node, resources)
+                $run(resources)
             }
         }
 
@@ -236,7 +229,7 @@ macro_rules! export_plugin {
         $crate::export_plugin!(
             @export
             $crate::export::init,
-            |node, resources| $crate::export::run($plugin, node, resources)
+            |resources| $crate::export::run($plugin, resources)
         );
     };
     ($plugin:path, config = $config:ty) => {
@@ -247,13 +240,8 @@ macro_rules! export_plugin {
         $crate::export_plugin!(
             @export
             |config| $crate::export::init_with_config::<$config>(config, &NEBUCLOUD_XDS_CONFIG),
-            |node, resources| {
-                $crate::export::run_with_config::<$config>(
-                    $plugin,
-                    &NEBUCLOUD_XDS_CONFIG,
-                    node,
-                    resources,
-                )
+            |resources| {
+                $crate::export::run_with_config::<$config>($plugin, &NEBUCLOUD_XDS_CONFIG, resources)
             }
         );
     };
@@ -269,23 +257,15 @@ mod tests {
         header: String,
     }
 
-    fn node(id: &str) -> crate::bindings::Node {
-        crate::bindings::Node {
-            id: id.into(),
-            cluster: String::new(),
-            locality: None,
-            metadata_json: "{}".into(),
-            user_agent_name: String::new(),
-            user_agent_version: String::new(),
-            client_features: Vec::new(),
-        }
+    fn node(id: &str) -> Node {
+        Node::new(id)
     }
 
     /// Names the node and the config's header in the one resource it returns.
     fn echo(ctx: &Context<'_>, config: &Config, _: Vec<Resource>) -> Result<Vec<Resource>> {
         Ok(vec![Resource {
             type_url: "t".into(),
-            name: format!("{} {}", ctx.node().id, config.header),
+            name: format!("{} {}", ctx.node().id(), config.header),
             // The address of the config: the same value on every call.
             body: (std::ptr::from_ref(config) as usize).to_le_bytes().to_vec(),
         }])
@@ -315,8 +295,8 @@ mod tests {
         // hook, which logs through the host: not in a native test).
         let config = decode_config::<Config>(r#"{"header": "x-owner"}"#);
         let slot = OnceLock::from(config.unwrap());
-        let first = run_with_config(echo, &slot, node("a"), vec![]).unwrap();
-        let second = run_with_config(echo, &slot, node("b"), vec![]).unwrap();
+        let first = configured(echo, &slot, &node("a"), vec![]).unwrap();
+        let second = configured(echo, &slot, &node("b"), vec![]).unwrap();
         assert_eq!(first[0].name, "a x-owner");
         assert_eq!(second[0].name, "b x-owner");
         assert_eq!(first[0].body, second[0].body, "the same decoded value");
@@ -324,7 +304,7 @@ mod tests {
 
     #[test]
     fn run_before_a_successful_init_is_an_error_not_a_panic() {
-        let e = run_with_config(echo, &OnceLock::new(), node("a"), vec![]).unwrap_err();
+        let e = configured(echo, &OnceLock::new(), &node("a"), vec![]).unwrap_err();
         assert!(e.starts_with("plugin config: "), "{e}");
     }
 

@@ -6,8 +6,8 @@
 //! use nebucloud_xds_guest::{build, export_plugin, Context, Resource, Result};
 //!
 //! fn generate(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resource>> {
-//!     let target = &ctx.node().cluster;
-//!     resources.push(Resource::new(target.clone(), &build::grpc_api_listener(target, target)));
+//!     let target = ctx.node().cluster();
+//!     resources.push(Resource::new(target, &build::grpc_api_listener(target, target)));
 //!     Ok(resources)
 //! }
 //! export_plugin!(generate);
@@ -31,15 +31,17 @@ pub mod build;
 mod error;
 #[doc(hidden)]
 pub mod export;
+mod node;
 mod plugin;
 
 pub use error::{Error, Result};
 pub use export::{log, LogLevel};
 pub use nebucloud_xds_proto as proto;
 pub use nebucloud_xds_proto::prost;
+pub use node::{Locality, Node, Transport};
 pub use plugin::{
-    run_native, ConfiguredPluginFn, Context, Inputs, Locality, MemoryInputs, Node, PluginFn,
-    PluginFunction, Resource,
+    run_native, ConfiguredPluginFn, Context, Inputs, MemoryInputs, PluginFn, PluginFunction,
+    Resource,
 };
 /// serde, with its derives. A plugin that does not depend on serde itself derives through this
 /// re-export by naming it on each type, since the derives' code names the crate `serde`:

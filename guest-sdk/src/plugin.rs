@@ -6,57 +6,9 @@ use std::collections::BTreeMap;
 use nebucloud_xds_proto::prost::{Message, Name};
 use serde::de::DeserializeOwned;
 
+use crate::node::Node;
+
 use crate::error::{Error, Result};
-
-/// Where a node runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Locality {
-    /// Region.
-    pub region: String,
-    /// Zone.
-    pub zone: String,
-    /// Sub-zone.
-    pub sub_zone: String,
-}
-
-/// The identity a node announced.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Node {
-    /// `node.id`.
-    pub id: String,
-    /// `node.cluster`.
-    pub cluster: String,
-    /// `node.locality`.
-    pub locality: Option<Locality>,
-    /// `node.metadata` as JSON (an object; empty when unset).
-    pub metadata: serde_json::Value,
-    /// `node.user_agent_name`.
-    pub user_agent_name: String,
-    /// `node.user_agent_version`.
-    pub user_agent_version: String,
-    /// `node.client_features`.
-    pub client_features: Vec<String>,
-}
-
-impl Node {
-    /// Whether the node is a proxyless gRPC client (C-core, grpc-js, grpc-java, grpc-go),
-    /// rather than Envoy: gRPC clients want API listeners named after their target.
-    pub fn is_grpc(&self) -> bool {
-        self.user_agent_name
-            .to_ascii_lowercase()
-            .starts_with("grpc")
-    }
-
-    /// A metadata value decoded into `T`, if present.
-    pub fn metadata<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.metadata.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| Error::msg(format!("node metadata {key:?}: {e}"))),
-        }
-    }
-}
 
 /// One xDS resource: type URL, name, and the encoded message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,7 +239,7 @@ mod tests {
     fn run<Args>(plugin: impl PluginFunction<Args>, config: serde_json::Value) -> Result<String> {
         let out = run_native(
             plugin,
-            &Node::default(),
+            &Node::new("n"),
             &config,
             &MemoryInputs::new(),
             vec![],

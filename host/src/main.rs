@@ -23,6 +23,20 @@ struct Cli {
 enum Command {
     /// Serve xDS (ADS and per-type, SotW and Delta) on one gRPC port.
     Serve(ServeArgs),
+    /// Serve a config while developing its plugins: a changed plugin file or config file
+    /// reloads at once (through the canary), and each change prints which nodes' resources
+    /// changed, one line each.
+    Dev {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Address of the xDS gRPC port (overrides the config file).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Address of the admin HTTP API (overrides the config file).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
     /// Check a config file: keys, values, plugin files, inputs.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -85,6 +99,19 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a plugin crate that builds, tests and runs as is: `NAME/` with Cargo.toml,
+    /// src/lib.rs (a typed config and native tests), node files for `plugin run`, and a
+    /// config that runs it; prints the `[[plugins]]` entry to paste into a server's config.
+    New {
+        /// The plugin's name: its crate name and its name in the config.
+        name: String,
+        /// What the template does: adds resources, changes them, or rejects a bad set.
+        #[arg(long, value_enum, default_value = "generator")]
+        kind: cli::scaffold::Kind,
+        /// Where the crate gets the guest SDK: default crates.io, at this binary's version.
+        #[command(flatten)]
+        sdk: cli::scaffold::SdkArgs,
+    },
     /// Dry-run the config's plugin chain for one node: prints the resources as JSON, and per
     /// plugin the instructions, peak memory and output size against its limits.
     Run {
@@ -103,6 +130,24 @@ enum PluginCommand {
         /// https://profiler.firefox.com.
         #[arg(long, value_name = "OUT.json")]
         profile: Option<PathBuf>,
+    },
+    /// Golden tests: run the config's chain for each node file in CASES and compare the
+    /// resources with the expected ones stored beside it (`envoy.yaml` →
+    /// `envoy.expected.json`); on a difference, print it by resource and field and fail.
+    Test {
+        /// The config file whose chain and inputs to use.
+        #[arg(long)]
+        config: PathBuf,
+        /// An inputs directory (default: the config's).
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        /// Write the expected files from this run (creating missing ones) instead of
+        /// comparing, and say which changed.
+        #[arg(long)]
+        update: bool,
+        /// A directory of node files (`*.yaml`, `*.yml`, `*.json`; YAML/JSON in Envoy's
+        /// `Node` form, as `plugin run --node` reads), or one node file.
+        cases: PathBuf,
     },
     /// Measure a plugin: calls/s and p50/p99 on reused and fresh instances, instructions,
     /// memory and output per call, for one node and an inputs directory.
@@ -174,8 +219,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             args.listen,
             args.admin_listen,
         )),
+        Command::Dev {
+            config,
+            listen,
+            admin_listen,
+        } => runtime.block_on(cli::dev::dev(&config, listen, admin_listen)),
         Command::Config(ConfigCommand::Check { file }) => {
             runtime.block_on(cli::config::check(&file))
+        }
+        Command::Plugin(PluginCommand::New { name, kind, sdk }) => {
+            cli::scaffold::new(&name, kind, &sdk)
         }
         Command::Plugin(PluginCommand::Run {
             config,
@@ -183,6 +236,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inputs,
             profile,
         }) => cli::plugin::run(&config, &node, inputs.as_deref(), profile.as_deref()),
+        Command::Plugin(PluginCommand::Test {
+            config,
+            inputs,
+            update,
+            cases,
+        }) => cli::golden::test(&config, &cases, inputs.as_deref(), update),
         Command::Plugin(PluginCommand::Check { file, config }) => {
             cli::plugin::check(&file, &config)
         }

@@ -65,9 +65,9 @@ struct Cli {
     /// The bench-server binary (default: beside this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// How our server groups nodes (with the plugin); several values run each scenario once
-    /// per value.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["cluster"])]
+    /// How our server groups nodes (with the plugin; by default as the quickstart ships it);
+    /// several values run each scenario once per value.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["node"])]
     grouping: Vec<Grouping>,
     /// Time plugin reloads instead of input changes: our server runs the mesh plugin followed
     /// by a policy plugin whose file it watches; each change copies the next of these files

@@ -89,8 +89,8 @@ pub struct ServerArgs {
 pub enum Grouping {
     /// By `node.cluster`: every simulated node is a replica of one service, one group.
     Cluster,
-    /// By node identity (the serving default): every simulated node is its own group, so a
-    /// change runs the plugin chain once per node.
+    /// By node identity (the serving default): every simulated node is its own group; the
+    /// nodes read alike by the plugins, so they share one plugin chain run per change.
     Node,
 }
 

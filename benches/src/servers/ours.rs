@@ -101,7 +101,7 @@ async fn start_app(args: &ServerArgs, plugin: &Path) -> anyhow::Result<(SocketAd
         .context("an App with plugins has a pipeline")?;
     let running = app.spawn(None, None).await?;
     if args.grouping == Grouping::Cluster {
-        pipeline.stream_opened(CLUSTER, &envoy_node(0))?;
+        pipeline.stream_opened(CLUSTER, envoy_node(0))?;
         wait_for_group(running.server().cache()).await?;
     }
     Ok((

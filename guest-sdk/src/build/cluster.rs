@@ -53,7 +53,8 @@ fn protocol_options(http2: bool) -> HashMap<String, Any> {
 
 /// A cluster whose endpoints come from EDS, in the shape Envoy and both gRPC clients accept:
 /// `type: EDS`, `lb_policy: ROUND_ROBIN`, an explicit `connect_timeout`, and
-/// `eds_cluster_config.eds_config` set (ADS unless told otherwise).
+/// `eds_cluster_config.eds_config` set ([`ads()`](super::ads) unless told otherwise, which
+/// every client but a per-type Envoy takes).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct EdsCluster {
@@ -84,8 +85,9 @@ impl EdsCluster {
         self
     }
 
-    /// Fetches endpoints from `source` instead of ADS; per-type Envoy needs an
-    /// [`api_config_source`](super::api_config_source) here. gRPC clients accept only ADS.
+    /// Fetches endpoints from `source` instead of ADS. Envoy with a stream per type needs an
+    /// [`api_config_source`](super::api_config_source) here, which gRPC clients refuse;
+    /// [`config_source_for`](super::config_source_for) gives each node the one it takes.
     pub fn eds_config(mut self, source: ConfigSource) -> Self {
         self.eds_config = source;
         self

@@ -1,5 +1,13 @@
 //! The small pieces every resource is made of (`envoy.config.core.v3` and the protobuf
 //! well-known types): `Any` packing, config sources, socket addresses, durations.
+//!
+//! A config source nested in a resource (RDS in a listener, EDS in a cluster) must name the
+//! transport the client already uses, and no single form serves every client (measured with
+//! Envoy 1.40, gRPC C-core 1.85 and grpc-js 1.14): `ads {}` serves ADS Envoys and gRPC clients,
+//! per-type Envoys need `api_config_source`, and `self {}`, which the xDS spec offers for
+//! exactly this, is accepted by the gRPC clients but NACKed by Envoy in every mode (`Missing
+//! config source specifier in envoy::config::core::v3::ConfigSource`). Builders default to
+//! [`ads()`]; [`config_source_for`] chooses by the node's transport.
 
 use nebucloud_xds_proto::envoy::config::core::v3::{
     address, api_config_source, config_source::ConfigSourceSpecifier, grpc_service,
@@ -8,6 +16,8 @@ use nebucloud_xds_proto::envoy::config::core::v3::{
 };
 use nebucloud_xds_proto::google::protobuf::{self as pb, Any};
 use nebucloud_xds_proto::prost::{bytes::Bytes, Message, Name};
+
+use crate::node::Node;
 
 /// Packs `msg` into an `Any` whose `type_url` is `type.googleapis.com/<full message name>`,
 /// the form every xDS client resolves.
@@ -19,10 +29,11 @@ pub fn any<M: Name + Message>(msg: &M) -> Any {
 }
 
 /// A `ConfigSource` that says "over the ADS stream you already have": `ads {}` with
-/// `resource_api_version: V3`.
+/// `resource_api_version: V3`. The builders' default for nested RDS and EDS sources.
 ///
-/// This is the only form gRPC clients accept for nested RDS and EDS sources, and what Envoy
-/// needs when its bootstrap uses `ads_config`.
+/// Envoy over ADS (SotW and Delta), gRPC C-core and grpc-js take it. Envoy with a stream per
+/// type NACKs it (a cluster's EDS source: `ADS must be configured to support an ADS config
+/// source`): for nodes that may be such an Envoy, use [`config_source_for`].
 pub fn ads() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3.into(),
@@ -56,8 +67,9 @@ impl ApiType {
 /// `resource_api_version: V3`.
 ///
 /// Envoy configured per type needs this form in nested sources (RDS in a listener, EDS in a
-/// cluster); an `ads {}` there is accepted and then never fetched. `cluster_name` names the
-/// bootstrap cluster that reaches the control plane.
+/// cluster). `cluster_name` names the bootstrap cluster that reaches the control plane. Envoy
+/// over ADS takes it too, but then fetches those resources on streams of their own beside the
+/// ADS stream; gRPC clients NACK it (they take only `ads {}` or `self {}` there).
 pub fn api_config_source(api_type: ApiType, cluster_name: impl Into<String>) -> ConfigSource {
     let grpc = GrpcService {
         target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
@@ -77,6 +89,27 @@ pub fn api_config_source(api_type: ApiType, cluster_name: impl Into<String>) -> 
             ..Default::default()
         })),
         ..Default::default()
+    }
+}
+
+/// The nested `ConfigSource` (RDS in a listener, EDS in a cluster) that `node` fetches from:
+/// [`ads()`] for a node on one aggregated stream (every gRPC client, Envoy with `ads_config`),
+/// else [`api_config_source()`] of the node's own API type (`GRPC` or `DELTA_GRPC`) through the
+/// bootstrap cluster `xds_cluster`, which the node does not announce: the fleet's bootstraps
+/// must agree on its name.
+///
+/// This reads [`Node::transport`], which makes the result depend on it: nodes of one identity
+/// that connect differently (ADS and per-type Envoys, say) then get results of their own
+/// instead of sharing one. Call it only where the transport matters; a result for gRPC clients
+/// alone can use [`ads()`] without reading anything.
+pub fn config_source_for(node: &Node, xds_cluster: &str) -> ConfigSource {
+    let transport = node.transport();
+    if transport.aggregated {
+        ads()
+    } else if transport.incremental {
+        api_config_source(ApiType::DeltaGrpc, xds_cluster)
+    } else {
+        api_config_source(ApiType::Grpc, xds_cluster)
     }
 }
 
@@ -113,6 +146,7 @@ pub(crate) fn u32_value(value: u32) -> pb::UInt32Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Transport;
     use nebucloud_xds_proto::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
     use std::time::Duration;
 
@@ -156,6 +190,29 @@ mod tests {
             panic!("not an api_config_source");
         };
         assert_eq!(api.api_type, api_config_source::ApiType::Grpc as i32);
+    }
+
+    #[test]
+    fn config_source_for_follows_the_node_transport() {
+        let source = |aggregated, incremental| {
+            let node = Node::new("n").with_transport(Transport {
+                aggregated,
+                incremental,
+            });
+            config_source_for(&node, "xds_cluster")
+        };
+        assert_eq!(source(true, false), ads());
+        assert_eq!(source(true, true), ads());
+        assert_eq!(
+            source(false, false),
+            api_config_source(ApiType::Grpc, "xds_cluster")
+        );
+        assert_eq!(
+            source(false, true),
+            api_config_source(ApiType::DeltaGrpc, "xds_cluster")
+        );
+        // A node built without a transport is ADS SotW, as every gRPC client is.
+        assert_eq!(config_source_for(&Node::new("n"), "x"), ads());
     }
 
     #[test]

@@ -35,14 +35,14 @@ pub fn router_filter() -> HttpFilter {
 pub struct RouteSource(RouteSpecifier);
 
 impl RouteSource {
-    /// RDS over ADS for the route configuration `route_config_name`: the form gRPC clients
-    /// require, and the one Envoy needs when its bootstrap uses `ads_config`.
+    /// RDS over ADS for the route configuration `route_config_name`: what gRPC clients and
+    /// Envoy with `ads_config` take, and per-type Envoy NACKs (see [`ads()`](super::ads)).
     pub fn ads(route_config_name: impl Into<String>) -> Self {
         Self::rds(ads(), route_config_name)
     }
 
-    /// RDS from `config_source` for the route configuration `route_config_name`; per-type Envoy
-    /// needs an [`api_config_source`](super::api_config_source) here.
+    /// RDS from `config_source` for the route configuration `route_config_name`: for a node
+    /// that may be a per-type Envoy, [`config_source_for`](super::config_source_for).
     pub fn rds(config_source: ConfigSource, route_config_name: impl Into<String>) -> Self {
         Self(RouteSpecifier::Rds(Rds {
             config_source: Some(config_source),

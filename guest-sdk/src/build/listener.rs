@@ -56,8 +56,9 @@ pub fn api_listener(name: impl Into<String>, hcm: &HttpConnectionManager) -> Lis
 /// network filter is the HTTP connection manager (stat prefix `name`, codec auto, router last)
 /// taking its routes from `routes`.
 ///
-/// For Envoy in per-type mode pass [`RouteSource::rds`] with an
-/// [`api_config_source`](super::api_config_source); with ADS, [`RouteSource::ads`].
+/// [`RouteSource::ads`] serves Envoy over ADS only; to serve the node whatever its transport,
+/// pass [`RouteSource::rds`] with [`config_source_for`](super::config_source_for), or the routes
+/// inline.
 #[must_use]
 pub fn envoy_http_listener(
     name: impl Into<String>,

@@ -6,6 +6,11 @@
 //! request. The results are plain [`crate::proto`] messages: change any field afterwards if a
 //! builder does not cover it.
 //!
+//! Nested config sources (RDS in a listener, EDS in a cluster) default to [`ads()`], which Envoy
+//! over ADS and both gRPC clients take; Envoy with a stream per type needs
+//! [`api_config_source()`] there instead, and [`config_source_for`] picks by the node's
+//! transport (see [`ads()`] for what each client accepts).
+//!
 //! ```
 //! use nebucloud_xds_guest::build::{self, EdsCluster, LoadAssignment, LocalityEndpoints};
 //!
@@ -26,7 +31,9 @@ mod listener;
 mod route;
 
 pub use self::cluster::{http2_protocol_options, EdsCluster, StaticCluster, HTTP_PROTOCOL_OPTIONS};
-pub use self::core::{ads, any, api_config_source, duration, socket_address, ApiType};
+pub use self::core::{
+    ads, any, api_config_source, config_source_for, duration, socket_address, ApiType,
+};
 pub use self::endpoint::{Backend, LoadAssignment, LocalityEndpoints};
 pub use self::http::{
     router_filter, ConnectionManager, RouteSource, HTTP_CONNECTION_MANAGER, ROUTER,

@@ -3,10 +3,12 @@
 //! `wiring.rs` turns each config section into its part; `resources.rs` reads a static
 //! resource directory for `serve --resources`.
 
+mod config_watch;
 mod resources;
 mod sources;
 mod wiring;
 
+pub use config_watch::{plugin_plans, watch_config_file};
 pub use resources::{load_resource_dir, ResourceFileError};
 use wiring::read_inputs_off_the_runtime;
 pub use wiring::{
@@ -187,6 +189,19 @@ impl App {
             metrics: None,
             tasks: Vec::new(),
         })
+    }
+
+    /// Watches the config file this app was built from, at `path`, and applies each new
+    /// version's plugin chain (plugins, order, configs, limits) through a trial over the live
+    /// groups, as a plugin reload does (see [`watch_config_file`]). Only with plugins and
+    /// `[reload] watch` (the default).
+    #[must_use]
+    pub fn watch_config(mut self, path: PathBuf) -> Self {
+        if let (Some(slots), true) = (&self.plugins, self.config.reload.watch) {
+            let task = watch_config_file(path, self.config.clone(), slots.clone());
+            self.tasks.push(Box::pin(task));
+        }
+        self
     }
 
     /// Serves `/metrics` from this Prometheus recorder.

@@ -11,18 +11,27 @@ use super::AppError;
 use crate::config::{Config, GroupBy};
 use crate::inputs::{DirSource, DocumentFileError, InputLimits, InputStore};
 use crate::pipeline::{Pipeline, PipelineOptions};
-use crate::plugins::{Plugin, PluginChain, PluginEngine, SlotSpec};
+use crate::plugins::{NodeView, Plugin, PluginChain, PluginEngine, SlotSpec};
 use crate::xds::{
-    ByCluster, ByIdentity, ByNodeId, NodeObserver, StreamLimits, XdsServer, XdsServerBuilder,
-    DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE,
+    ByCluster, ByIdentity, ByNodeId, NodeObserver, StreamLimits, Transport, XdsServer,
+    XdsServerBuilder, DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE,
 };
 use crate::Cache;
 
 /// The xDS server tells the pipeline when a group's nodes come and go: the pipeline computes a
 /// group when it is first needed and forgets it a grace period after its last stream.
 impl NodeObserver for Pipeline {
-    fn node_connected(&self, group: &str, node: &Node) -> Result<(), tonic::Status> {
-        self.stream_opened(group, node)
+    fn node_connected(
+        &self,
+        group: &str,
+        node: &Node,
+        transport: Transport,
+    ) -> Result<(), tonic::Status> {
+        let transport = crate::plugins::Transport {
+            aggregated: transport.aggregated,
+            incremental: transport.incremental,
+        };
+        self.stream_opened(group, NodeView::new(node.clone(), transport))
             .map_err(|e| tonic::Status::resource_exhausted(e.to_string()))
     }
 

@@ -3,8 +3,12 @@
 
 pub(crate) mod admin;
 pub(crate) mod config;
+pub(crate) mod dev;
+pub(crate) mod dry_run;
+pub(crate) mod golden;
 pub(crate) mod plugin;
 pub(crate) mod resources;
+pub(crate) mod scaffold;
 pub(crate) mod serve;
 
 /// An error as the command line prints it: the message, then each cause the message does not

@@ -1,18 +1,21 @@
 //! `plugin run`, `plugin check` and `plugin bench`: a plugin or a config's chain exercised
-//! without a server, for one node.
+//! without a server, for one node (`plugin test`, for many, is in `golden`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nebucloud_xds::app::{load_chain, load_inputs, load_inputs_with};
-use nebucloud_xds::config::Config;
+use nebucloud_xds::app::load_inputs;
+use nebucloud_xds::inputs::DEFAULT_MAX_FILE_BYTES;
 use nebucloud_xds::plugins::{
-    bench_plugin, BenchOptions, EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits,
+    bench_plugin, BenchOptions, EngineOptions, NodeView, Plugin, PluginChain, PluginEngine,
+    PluginLimits,
 };
 use nebucloud_xds::schema::Schema;
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
+
+use super::dry_run::{read_node, resource_json, DryRun};
 
 /// How long `plugin run --profile` runs the chain again after its first run: a plugin that
 /// takes 100 µs gets thousands of samples, where one run would give it one or none.
@@ -29,24 +32,22 @@ pub(crate) fn run(
     inputs: Option<&Path>,
     profile: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let engine = PluginEngine::new(EngineOptions {
+    let options = EngineOptions {
         fuel: true,
         profile: profile.is_some(),
         ..EngineOptions::default()
-    })
-    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let chain = load_chain(&config, &engine)?;
-    let (store, _) = load_inputs_with(
-        inputs.or(config.inputs.dir.as_deref()),
-        config.inputs.limits(),
-    )?;
-    let node = read_node(node_path)?;
+    };
+    let dry = DryRun::load(config_path, inputs, options)?;
+    for e in &dry.skipped {
+        tracing::warn!(error = %e, "input file skipped until it is fixed");
+    }
+    let node = dry.read_node(node_path)?;
     let schema = Schema::envoy()?;
-    let out = match (chain.run(&node, store.clone()), profile) {
+    let chain = &dry.chain;
+    let out = match (dry.run(&node), profile) {
         (Ok(out), _) => out,
         (Err(e), Some(path)) => {
-            if let Err(w) = write_profiles(&chain, path, 1) {
+            if let Err(w) = write_profiles(chain, path, 1) {
                 eprintln!("{w:#}");
             }
             return Err(e.into());
@@ -57,12 +58,9 @@ pub(crate) fn run(
         .resources
         .iter()
         .map(|r| {
-            serde_json::json!({
-                "type_url": r.type_url(),
-                "name": r.name(),
-                "version": r.version(),
-                "resource": schema.to_json(r.type_url(), r.body()).unwrap_or(serde_json::Value::Null),
-            })
+            let mut json = resource_json(schema, r);
+            json.insert("version".into(), r.version().into());
+            serde_json::Value::Object(json)
         })
         .collect();
     let plugins: Vec<serde_json::Value> = out
@@ -80,22 +78,23 @@ pub(crate) fn run(
                 "output_bytes": report.output_bytes,
                 "output_limit_bytes": limits.max_output_bytes,
                 "reads": report.reads.kinds.iter().map(|k| format!("{k}/*")).chain(report.reads.documents.iter().map(ToString::to_string)).collect::<Vec<_>>(),
+                "node_reads": report.node_reads.names(),
             })
         })
         .collect();
     println!(
         "{}",
         serde_json::to_string_pretty(
-            &serde_json::json!({ "node": node.id, "resources": resources, "plugins": plugins })
+            &serde_json::json!({ "node": node.id(), "resources": resources, "plugins": plugins })
         )?
     );
     if let Some(path) = profile {
         let (started, mut runs) = (Instant::now(), 1);
         while started.elapsed() < PROFILE_TIME {
-            chain.run(&node, store.clone())?;
+            dry.run(&node)?;
             runs += 1;
         }
-        write_profiles(&chain, path, runs)?;
+        write_profiles(chain, path, runs)?;
     }
     Ok(())
 }
@@ -174,12 +173,16 @@ pub(crate) fn bench(
     let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let node = match node {
-        Some(path) => read_node(path)?,
-        None => Node {
+        Some(path) => read_node(
+            path,
+            DEFAULT_MAX_FILE_BYTES,
+            &format!("inputs.max_file_bytes = {DEFAULT_MAX_FILE_BYTES} (the default)"),
+        )?,
+        None => NodeView::from(Node {
             id: "bench".into(),
             user_agent_name: "envoy".into(),
             ..Node::default()
-        },
+        }),
     };
     let (store, _) = load_inputs(inputs)?;
     let options = BenchOptions {
@@ -190,18 +193,4 @@ pub(crate) fn bench(
         .with_context(|| file.display().to_string())?;
     println!("{report}");
     Ok(())
-}
-
-/// A node from YAML/JSON in Envoy's `Node` form.
-fn read_node(path: &Path) -> anyhow::Result<Node> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value =
-        serde_yaml::from_str(&text).with_context(|| path.display().to_string())?;
-    let msg = Schema::envoy()?
-        .from_json("type.googleapis.com/envoy.config.core.v3.Node", json)
-        .with_context(|| path.display().to_string())?;
-    Ok(prost::Message::decode(
-        prost::Message::encode_to_vec(&msg).as_slice(),
-    )?)
 }

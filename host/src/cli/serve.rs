@@ -19,7 +19,9 @@ pub(crate) async fn serve(
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     let app = match (config, resources) {
-        (Some(path), _) => App::build(Config::load(path)?).await?,
+        (Some(path), _) => App::build(Config::load(path)?)
+            .await?
+            .watch_config(path.to_path_buf()),
         (None, Some(dir)) => App::with_resources(Config::default_for_resources(), dir)?,
         (None, None) => {
             anyhow::bail!("give --config FILE (plugins) or --resources DIR (static resources)")
@@ -36,7 +38,7 @@ pub(crate) async fn serve(
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     // A signal that cannot be watched must not look like one that arrived: it waits forever.
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

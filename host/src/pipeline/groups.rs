@@ -3,18 +3,20 @@
 
 use std::time::{Instant, SystemTime};
 
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use super::memo::Computed;
 use crate::inputs::{DocKey, Reads};
-use crate::plugins::PluginRunError;
+use crate::plugins::{NodeView, PluginRunError};
 
 /// A node group as the pipeline sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupRecord {
     /// The node the group is computed for: the first that connected, replaced by the same
     /// node id when it comes back with anything else changed.
-    pub(crate) node: Node,
+    pub(crate) node: Arc<NodeView>,
     /// What the last run read, successful or not (a failed run records the reads it made
     /// before failing); `None` until one ran: such a group depends on everything.
     pub(crate) reads: Option<Reads>,
@@ -27,14 +29,20 @@ pub(crate) struct GroupRecord {
     /// Transient failures in a row (deadline, no instance, inputs unreadable): each is retried
     /// after a backoff that grows with this count; a success resets it.
     pub(crate) transient_failures: u32,
+    /// Chain runs for this group.
     pub(crate) runs: u64,
+    /// Results taken from a run for another node that agrees on what that run read.
+    pub(crate) shared_results: u64,
     pub(crate) failures: u64,
+    /// The last computation's result (shared with the groups that agree with this one's
+    /// node on what its run read); holding it keeps it in the memo.
     pub(crate) last_error: Option<PluginRunError>,
     pub(crate) last_success: Option<SystemTime>,
+    pub(crate) computed: Option<Arc<Computed>>,
 }
 
 impl GroupRecord {
-    pub(crate) fn new(node: Node) -> Self {
+    pub(crate) fn new(node: Arc<NodeView>) -> Self {
         GroupRecord {
             node,
             reads: None,
@@ -43,9 +51,11 @@ impl GroupRecord {
             epoch: 0,
             transient_failures: 0,
             runs: 0,
+            shared_results: 0,
             failures: 0,
             last_error: None,
             last_success: None,
+            computed: None,
         }
     }
 
@@ -63,8 +73,17 @@ pub struct GroupStatus {
     pub group: String,
     /// The node it is computed for.
     pub node_id: String,
-    /// Plugin chain runs.
+    /// How its node connected.
+    pub transport: String,
+    /// Plugin chain runs for this group.
     pub runs: u64,
+    /// Results it took from a run for another node that agreed on everything that run read.
+    pub shared_results: u64,
+    /// The node fields its last computation's run read (`*`: all of them, a plugin built
+    /// against contract 0.1.0).
+    pub node_reads: Vec<String>,
+    /// How many groups hold its last result now, itself included.
+    pub sharing: usize,
     /// Runs that failed (the group kept its last good resources).
     pub failures: u64,
     /// The last failure, if the last run failed: plugin, node and message.
@@ -95,8 +114,17 @@ impl GroupStatus {
             .unwrap_or_default();
         GroupStatus {
             group: group.to_owned(),
-            node_id: r.node.id.clone(),
+            node_id: r.node.id().to_owned(),
+            transport: r.node.transport().to_string(),
             runs: r.runs,
+            shared_results: r.shared_results,
+            node_reads: r
+                .computed
+                .as_ref()
+                .map(|c| c.node_reads.names())
+                .unwrap_or_default(),
+            // The memo holds weak references: the strong ones are the groups'.
+            sharing: r.computed.as_ref().map_or(0, Arc::strong_count),
             failures: r.failures,
             last_error: r.last_error.as_ref().map(ToString::to_string),
             reads,

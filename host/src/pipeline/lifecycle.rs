@@ -3,13 +3,13 @@
 //! the server's state; a node that comes back is computed afresh.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
 
 use super::groups::GroupRecord;
+use crate::plugins::NodeView;
 
 /// A new node group was refused: the pipeline holds its limit of groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,13 +24,21 @@ pub struct TooManyGroups {
 use super::scheduler::{Event, Inner, Pipeline};
 
 impl Pipeline {
-    /// A node of `group` opened a stream: counts the stream. A new group is computed at once;
-    /// so is a group whose node comes back under the same id with anything else changed
+    /// A node of `group` opened a stream: counts the stream. A new group is computed at once
+    /// (from a result shared with a node that agrees on what its run read, when there is
+    /// one); so is a group whose node comes back under the same id with anything else changed
     /// (metadata, locality, …): it is served from what it sends now, never from an earlier
-    /// claimant's node. A known group is not recomputed (a failed one runs again when an input
+    /// claimant's node. Its transport is not compared: a grouping that keeps transports apart
+    /// gives each its own group, and under one that does not (`node-id`, `cluster`) a group is
+    /// computed for the transport it was first seen on. A known group is not recomputed (a failed one runs again when an input
     /// it read changes, or after a backoff if the failure was transient). A new group past
     /// [`PipelineOptions::max_groups`](super::PipelineOptions::max_groups) is refused.
-    pub fn stream_opened(&self, group: &str, node: &Node) -> Result<(), TooManyGroups> {
+    pub fn stream_opened(
+        &self,
+        group: &str,
+        node: impl Into<NodeView>,
+    ) -> Result<(), TooManyGroups> {
+        let node: NodeView = node.into();
         let inner = &self.inner;
         let max = inner.options.max_groups;
         let at_limit = inner.groups.len() >= max;
@@ -40,7 +48,7 @@ impl Pipeline {
                 return Err(TooManyGroups { max });
             }
             Entry::Vacant(v) => {
-                let mut record = GroupRecord::new(node.clone());
+                let mut record = GroupRecord::new(Arc::new(node));
                 record.streams = 1;
                 v.insert(record);
                 true
@@ -49,10 +57,11 @@ impl Pipeline {
                 let record = o.get_mut();
                 record.streams += 1;
                 record.idle_since = None;
-                if record.node.id == node.id && record.node != *node {
+                if record.node.id() == node.id() && record.node.node() != node.node() {
                     // What was computed for the earlier node is not this one's config: its
                     // result is withdrawn, and runs started for it are not published.
-                    record.node = node.clone();
+                    record.node = Arc::new(node);
+                    record.computed = None;
                     record.epoch += 1;
                     inner.generation.fetch_add(1, Ordering::SeqCst);
                     inner.cache.clear(group);
@@ -150,6 +159,8 @@ pub(super) async fn sweep_idle_groups(inner: Weak<Inner>) {
         for group in idle {
             evict_if_idle(&inner, &group, now);
         }
+        // The results no group holds any more.
+        inner.memo.with(super::memo::Memo::prune);
     }
 }
 

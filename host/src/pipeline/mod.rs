@@ -6,6 +6,8 @@
 
 mod groups;
 mod lifecycle;
+mod memo;
+mod record;
 mod scheduler;
 mod trial;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -14,9 +14,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::groups::{GroupRecord, GroupStatus};
+use super::memo::SharedMemo;
+use super::record::record;
+pub(crate) use super::record::Outcome;
 use crate::cache::Cache;
 use crate::inputs::{DocKey, InputView, Reads};
-use crate::plugins::{ChainOutput, PluginChain, PluginRunError};
+use crate::plugins::{NodeReads, PluginChain};
 
 /// How changes are coalesced and how much runs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,7 @@ pub(super) enum Event {
     Install {
         chain: Arc<PluginChain>,
         generation: u64,
-        results: Vec<(String, Result<ChainOutput, PluginRunError>)>,
+        results: Vec<(String, Outcome)>,
     },
 }
 
@@ -78,6 +81,9 @@ pub(super) struct Inner {
     pub(super) chain: ArcSwap<PluginChain>,
     inputs: Arc<dyn InputView>,
     pub(super) groups: DashMap<String, GroupRecord>,
+    /// Results that nodes agreeing on what a run read share. Locked briefly, never across an
+    /// await.
+    pub(super) memo: SharedMemo,
     pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) options: PipelineOptions,
     /// Groups forgotten after their grace period, since start.
@@ -117,6 +123,7 @@ impl Pipeline {
             chain: ArcSwap::from_pointee(chain),
             inputs,
             groups: DashMap::new(),
+            memo: SharedMemo::default(),
             events,
             options,
             batches: watch::Sender::new(0),
@@ -245,6 +252,14 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
             }
             all = true;
         }
+        // What the memo holds was computed before this batch's changes.
+        inner.memo.with(|memo| {
+            if all {
+                memo.clear();
+            } else {
+                memo.invalidate(&changed);
+            }
+        });
         let mut groups = demand;
         for entry in inner.groups.iter() {
             if all || changed.iter().any(|key| entry.value().affected_by(key)) {
@@ -254,130 +269,83 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         metrics::counter!("pipeline_batches_total").increment(1);
         metrics::gauge!("pipeline_batch_groups").set(groups.len() as f64);
         let started = std::time::Instant::now();
-        for (group, result) in precomputed {
+        for (group, outcome) in precomputed {
             if groups.remove(&group) {
-                record(&inner, &group, None, Ok(result), None);
+                record(&inner, &group, None, outcome);
             }
         }
-        futures::stream::iter(groups)
-            .map(|g| compute(Arc::clone(&inner), g))
-            .buffer_unordered(inner.options.parallelism.max(1))
-            .collect::<Vec<()>>()
-            .await;
+        // Groups that shared a result are likely to share the new one: one of each runs first,
+        // the others after, when the memo holds what it computed.
+        let (leaders, followers) = cohorts(&inner, groups);
+        for wave in [leaders, followers] {
+            futures::stream::iter(wave)
+                .map(|g| compute(Arc::clone(&inner), g))
+                .buffer_unordered(inner.options.parallelism.max(1))
+                .collect::<Vec<()>>()
+                .await;
+        }
         metrics::histogram!("pipeline_batch_seconds").record(started.elapsed().as_secs_f64());
         inner.batches.send_modify(|n| *n += 1);
     }
 }
 
-/// Runs the chain for one group and publishes the result; a failure keeps what the cache has.
+/// Splits `groups` into one group per result they last shared (and every group that shared
+/// none), and the rest.
+fn cohorts(inner: &Inner, groups: BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    groups.into_iter().partition(|g| {
+        inner
+            .groups
+            .get(g)
+            .and_then(|r| r.computed.as_ref().map(|c| Arc::as_ptr(c) as usize))
+            .is_none_or(|result| seen.insert(result))
+    })
+}
+
+/// Computes one group — from a shared result when the memo holds one for its node, else by
+/// running the chain — and publishes the result; a failure keeps what the cache has. The memo
+/// lookup (which projects the node once per set of fields held) and the run are both off the
+/// async workers.
 async fn compute(inner: Arc<Inner>, group: String) {
-    let Some((node, epoch)) = inner.groups.get(&group).map(|r| (r.node.clone(), r.epoch)) else {
+    let Some((node, epoch)) = inner
+        .groups
+        .get(&group)
+        .map(|r| (Arc::clone(&r.node), r.epoch))
+    else {
         return;
     };
-    let chain = inner.chain.load_full();
-    let inputs = Arc::clone(&inner.inputs);
+    let task = Arc::clone(&inner);
     let run = tokio::task::spawn_blocking(move || {
-        let mut reads = Reads::default();
-        let result = chain.run_reading(&node, inputs, &mut reads);
-        (result, reads)
+        if let Some(computed) = task.memo.lookup(&node) {
+            metrics::counter!("pipeline_shared_results_total").increment(1);
+            return Outcome::Computed {
+                computed,
+                ran: false,
+            };
+        }
+        let chain = task.chain.load_full();
+        let (mut reads, mut node_reads) = (Reads::default(), NodeReads::default());
+        let result =
+            chain.run_reading(&node, Arc::clone(&task.inputs), &mut reads, &mut node_reads);
+        match Outcome::of_run(result, reads, node_reads) {
+            Ok(computed) => {
+                // Held for other nodes only if it comes from the chain that serves now, and
+                // only if it is not a memory limit, which an instance's history can cause.
+                let current = Arc::ptr_eq(&chain, &task.chain.load_full());
+                let computed = if current && computed.shareable() {
+                    task.memo.insert(&node, computed)
+                } else {
+                    Arc::new(computed)
+                };
+                Outcome::Computed {
+                    computed,
+                    ran: true,
+                }
+            }
+            Err(outcome) => outcome,
+        }
     })
     .await;
-    match run {
-        Ok((result, reads)) => record(&inner, &group, Some(epoch), Ok(result), Some(reads)),
-        Err(join) => record(&inner, &group, Some(epoch), Err(join), None),
-    }
-}
-
-/// How long the `n`th transient failure in a row waits before its retry: 200 ms doubling, at
-/// most 30 s.
-fn retry_delay(n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(8);
-    (Duration::from_millis(200) * (1u32 << exp)).min(Duration::from_secs(30))
-}
-
-/// Records one run of the chain for `group` and publishes its resources if it succeeded.
-///
-/// - A run started for an earlier node of the group (`epoch` no longer the record's) is
-///   dropped: the group's node changed, and its own run follows.
-/// - A failed run keeps the group's last good resources. A deterministic failure depends on
-///   what the run read before failing, added to what earlier runs read (the dependencies
-///   never shrink on a failure), so a change of those reruns it. A transient one (a deadline
-///   hit under load, no instance, unreadable inputs, a task that died) depends on everything
-///   and is retried after a backoff while the group has streams.
-/// - The record stays locked until the cache has the result, so a group forgotten meanwhile
-///   is not brought back and an eviction cannot slip between the two.
-fn record(
-    inner: &Inner,
-    group: &str,
-    epoch: Option<u64>,
-    result: Result<Result<ChainOutput, PluginRunError>, tokio::task::JoinError>,
-    reads: Option<Reads>,
-) {
-    let Some(mut record) = inner.groups.get_mut(group) else {
-        return;
-    };
-    if epoch.is_some_and(|e| e != record.epoch) {
-        return;
-    }
-    record.runs += 1;
-    let transient = match result {
-        Ok(Ok(out)) => {
-            record.reads = Some(out.reads);
-            record.last_error = None;
-            record.last_success = Some(SystemTime::now());
-            record.transient_failures = 0;
-            if inner.cache.set(group, out.resources) {
-                metrics::counter!("pipeline_publishes_total").increment(1);
-            }
-            false
-        }
-        Ok(Err(error)) => {
-            record.failures += 1;
-            let transient = error.fault.is_transient();
-            if transient {
-                record.reads = None;
-            } else if let Some(reads) = reads {
-                let mut all = record.reads.take().unwrap_or_default();
-                all.extend(reads);
-                record.reads = Some(all);
-            }
-            if record.last_success.is_some() {
-                tracing::warn!(%group, %error, "group keeps its last good resources");
-            } else {
-                tracing::warn!(%group, %error, "group has no good resources yet");
-            }
-            record.last_error = Some(error);
-            transient
-        }
-        Err(join) => {
-            record.failures += 1;
-            record.reads = None;
-            tracing::error!(%group, error = %join, "plugin chain task failed");
-            true
-        }
-    };
-    if transient && record.streams > 0 {
-        record.transient_failures = record.transient_failures.saturating_add(1);
-        let delay = retry_delay(record.transient_failures);
-        let (events, group) = (inner.events.clone(), group.to_owned());
-        metrics::counter!("pipeline_retries_total").increment(1);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = events.send(Event::Demand(group));
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transient_failures_back_off_from_200_ms_to_30_s() {
-        assert_eq!(retry_delay(1), Duration::from_millis(200));
-        assert_eq!(retry_delay(2), Duration::from_millis(400));
-        assert_eq!(retry_delay(8), Duration::from_millis(25_600));
-        assert_eq!(retry_delay(9), Duration::from_secs(30));
-        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
-    }
+    let outcome = run.unwrap_or_else(|join| Outcome::Died(join.to_string()));
+    record(&inner, &group, Some(epoch), outcome);
 }

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
-
 use super::engine::{EngineOptions, PluginEngine};
 use super::limits::PluginLimits;
+use super::node::{NodeReads, NodeView};
 use super::plugin::{Plugin, PluginFault, PluginLoadError};
 use crate::cache::Resource;
-use crate::inputs::InputView;
+use crate::inputs::{InputView, Reads};
 
 /// How long and how much to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +150,7 @@ pub enum BenchError {
 pub fn bench_plugin(
     wasm: &[u8],
     config: &serde_json::Value,
-    node: &Node,
+    node: &NodeView,
     resources: &[Resource],
     inputs: Arc<dyn InputView>,
     options: &BenchOptions,
@@ -165,13 +164,19 @@ pub fn bench_plugin(
     };
     let serving = engine(false)?;
     let plugin = Plugin::load(&serving, "bench", wasm, config, options.limits)?;
-    let (out, _) = plugin.call(node, resources, Arc::clone(&inputs))?;
+    // As the pipeline calls: the node made once, each call recording its reads.
+    let node = Arc::new(node.clone());
+    let call = |plugin: &Plugin, inputs: Arc<dyn InputView>| {
+        let (mut reads, mut node_reads) = (Reads::default(), NodeReads::default());
+        plugin.call_reading(&node, resources, inputs, &mut reads, &mut node_reads)
+    };
+    let (out, _) = call(&plugin, Arc::clone(&inputs))?;
 
     let mut reused = Vec::new();
     let started = Instant::now();
     while started.elapsed() < options.duration || reused.len() < 10 {
         let t = Instant::now();
-        plugin.call(node, resources, Arc::clone(&inputs))?;
+        call(&plugin, Arc::clone(&inputs))?;
         reused.push(t.elapsed());
     }
     let calls_per_sec = reused.len() as f64 / started.elapsed().as_secs_f64();
@@ -183,13 +188,13 @@ pub fn bench_plugin(
     {
         plugin.drop_warm_instances();
         let t = Instant::now();
-        plugin.call(node, resources, Arc::clone(&inputs))?;
+        call(&plugin, Arc::clone(&inputs))?;
         fresh.push(t.elapsed());
     }
 
     let counting = engine(true)?;
     let counted = Plugin::load(&counting, "bench", wasm, config, options.limits)?;
-    let (_, report) = counted.call(node, resources, inputs)?;
+    let (_, report) = call(&counted, inputs)?;
     Ok(BenchReport {
         calls_per_sec,
         reused: Latency::of(reused),

@@ -2,6 +2,7 @@
 //! `get`, `list`): each under the call's budgets, and a call past one fails with it.
 
 mod log;
+mod node;
 mod tally;
 
 use std::sync::Arc;
@@ -10,8 +11,10 @@ use wasmtime::component::{HasSelf, Linker, WasmStr};
 use wasmtime::StoreContextMut;
 
 use super::bindings::nebucloud::xds::types::{self, Document as WitDocument, Level};
+use super::bindings::v1;
 use super::limits::{MemoryCap, PluginLimits, MAX_KIND_BYTES, MAX_NAME_BYTES};
-use super::plugin::{PluginFault, CONTRACT};
+use super::node::{NodeReads, NodeView};
+use super::plugin::{PluginFault, HOST_V1, HOST_V2};
 use crate::inputs::{DocKey, Document, InputView, Reads};
 use log::{cut, CallLog, MAX_LOG_BYTES, MAX_LOG_LINE, MAX_LOG_LINES};
 use tally::{HostCall, HostCallTally};
@@ -19,7 +22,12 @@ use tally::{HostCall, HostCallTally};
 /// Store data: everything a host import may touch during one call.
 pub(crate) struct CallState {
     pub(crate) plugin: Arc<str>,
+    /// The node's id, for log lines.
     pub(crate) node: String,
+    /// The node of this call (none in `init`).
+    subject: Option<Arc<NodeView>>,
+    /// Which of its fields this call read.
+    pub(crate) node_reads: NodeReads,
     pub(crate) memory: MemoryCap,
     limits: PluginLimits,
     inputs: Arc<dyn InputView>,
@@ -41,6 +49,8 @@ impl CallState {
         CallState {
             plugin,
             node: String::new(),
+            subject: None,
+            node_reads: NodeReads::default(),
             memory: MemoryCap::new(limits.memory_bytes),
             limits,
             inputs,
@@ -55,8 +65,10 @@ impl CallState {
 
     /// Resets the per-call parts before a call on a (possibly reused) instance. The memory
     /// total stays: it is the instance's.
-    pub(crate) fn begin(&mut self, node: &str, inputs: Arc<dyn InputView>) {
-        self.node = node.to_owned();
+    pub(crate) fn begin(&mut self, node: &Arc<NodeView>, inputs: Arc<dyn InputView>) {
+        node.id().clone_into(&mut self.node);
+        self.subject = Some(Arc::clone(node));
+        self.node_reads = NodeReads::default();
         self.inputs = inputs;
         self.reads = Reads::default();
         self.read_bytes = 0;
@@ -127,7 +139,8 @@ impl CallState {
 
     /// Counts one more recorded read of `bytes` bytes against the call's read budgets.
     fn charge_read(&mut self, call: &'static str, bytes: usize) -> Result<(), PluginFault> {
-        let reads = self.reads.documents.len() + self.reads.kinds.len() + 1;
+        let reads =
+            self.reads.documents.len() + self.reads.kinds.len() + self.node_reads.fields.len() + 1;
         over(call, "max_reads", reads, self.limits.max_reads)?;
         let read_bytes = self.read_bytes.saturating_add(bytes);
         over(
@@ -204,44 +217,84 @@ impl types::Host for CallState {}
 /// in place (`WasmStr`), so that the host copies nothing it is about to refuse.
 pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    let mut host = linker.instance(CONTRACT)?;
-    host.func_wrap("log", log_import)?;
-    host.func_wrap("get", get_import)?;
-    host.func_wrap("list", list_import)
+    let mut host = linker.instance(HOST_V2)?;
+    host.func_wrap("log", log_import::<Level>)?;
+    host.func_wrap("get", get_import::<WitDocument>)?;
+    host.func_wrap("list", list_import::<WitDocument>)?;
+    node::add_to_linker(linker)?;
+    // Contract 0.1.0: the same calls, in its types.
+    v1::nebucloud::xds::types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    let mut host = linker.instance(HOST_V1)?;
+    host.func_wrap("log", log_import::<v1::nebucloud::xds::types::Level>)?;
+    host.func_wrap("get", get_import::<v1::nebucloud::xds::types::Document>)?;
+    host.func_wrap("list", list_import::<v1::nebucloud::xds::types::Document>)
 }
 
+impl v1::nebucloud::xds::types::Host for CallState {}
+
+impl From<v1::nebucloud::xds::types::Level> for Level {
+    fn from(level: v1::nebucloud::xds::types::Level) -> Self {
+        use v1::nebucloud::xds::types::Level as V1;
+        match level {
+            V1::Trace => Level::Trace,
+            V1::Debug => Level::Debug,
+            V1::Info => Level::Info,
+            V1::Warn => Level::Warn,
+            V1::Error => Level::Error,
+        }
+    }
+}
+
+impl From<WitDocument> for v1::nebucloud::xds::types::Document {
+    fn from(d: WitDocument) -> Self {
+        v1::nebucloud::xds::types::Document {
+            kind: d.kind,
+            name: d.name,
+            json: d.json,
+        }
+    }
+}
+
+/// A document as one contract version's bindings type it.
+trait DocumentOf: From<WitDocument> + wasmtime::component::Lower + Send + Sync + 'static {}
+impl<D: From<WitDocument> + wasmtime::component::Lower + Send + Sync + 'static> DocumentOf for D {}
+
+/// A log level as one contract version's bindings type it.
+trait LevelOf: Into<Level> + wasmtime::component::Lift + Send + Sync + 'static {}
+impl<L: Into<Level> + wasmtime::component::Lift + Send + Sync + 'static> LevelOf for L {}
+
 /// `log(level, message)`: copies at most one log line's worth of the message.
-fn log_import(
+fn log_import<L: LevelOf>(
     mut store: StoreContextMut<'_, CallState>,
-    (level, message): (Level, WasmStr),
+    (level, message): (L, WasmStr),
 ) -> wasmtime::Result<()> {
     let line = cut(&message.to_str(&store)?, MAX_LOG_LINE).to_owned();
-    store.data_mut().log(level, &line);
+    store.data_mut().log(level.into(), &line);
     store.data_mut().host_calls.returned(HostCall::Log);
     Ok(())
 }
 
 /// `get(kind, name) -> option<document>`.
-fn get_import(
+fn get_import<D: DocumentOf>(
     mut store: StoreContextMut<'_, CallState>,
     (kind, name): (WasmStr, WasmStr),
-) -> wasmtime::Result<(Option<WitDocument>,)> {
+) -> wasmtime::Result<(Option<D>,)> {
     let kind = key(&mut store, "get", &kind, KIND)?;
     let name = key(&mut store, "get", &name, NAME)?;
     let doc = store.data_mut().get(kind, name);
     store.data_mut().host_calls.returned(HostCall::Get);
-    Ok((refuse(&mut store, doc)?,))
+    Ok((refuse(&mut store, doc)?.map(D::from),))
 }
 
 /// `list(kind) -> list<document>`.
-fn list_import(
+fn list_import<D: DocumentOf>(
     mut store: StoreContextMut<'_, CallState>,
     (kind,): (WasmStr,),
-) -> wasmtime::Result<(Vec<WitDocument>,)> {
+) -> wasmtime::Result<(Vec<D>,)> {
     let kind = key(&mut store, "list", &kind, KIND)?;
     let docs = store.data_mut().list(kind);
     store.data_mut().host_calls.returned(HostCall::List);
-    Ok((refuse(&mut store, docs)?,))
+    Ok((refuse(&mut store, docs)?.into_iter().map(D::from).collect(),))
 }
 
 /// The longest kind, named as the fault names it.

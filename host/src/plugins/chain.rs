@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
+mod checked;
 
+use checked::Checked;
+
+use super::node::{NodeReads, NodeView};
 use super::plugin::{CallReport, Plugin, PluginFault};
 use crate::cache::{is_valid_type_url, Resource, ResourceSet};
 use crate::inputs::{InputView, Reads};
@@ -30,8 +33,10 @@ pub struct PluginRunError {
 pub struct ChainOutput {
     /// The node's resources, checked.
     pub resources: ResourceSet,
-    /// Everything any plugin read: the group's dependencies.
+    /// Every input any plugin read: the group's dependencies.
     pub reads: Reads,
+    /// Every node field any plugin read: nodes that agree on these get the same result.
+    pub node_reads: NodeReads,
     /// Per plugin, in order, what its call cost.
     pub reports: Vec<(String, CallReport)>,
 }
@@ -40,12 +45,17 @@ pub struct ChainOutput {
 #[derive(Debug, Clone, Default)]
 pub struct PluginChain {
     plugins: Vec<Arc<Plugin>>,
+    /// Bodies this chain's outputs decoded already, shared by its clones.
+    checked: Arc<Checked>,
 }
 
 impl PluginChain {
     /// A chain of these plugins, in order.
     pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
-        PluginChain { plugins }
+        PluginChain {
+            plugins,
+            checked: Arc::new(Checked::default()),
+        }
     }
 
     /// The plugins, in order.
@@ -57,20 +67,27 @@ impl PluginChain {
     /// async runtime. All or nothing: a failing stage fails the run, never a partial result.
     pub fn run(
         &self,
-        node: &Node,
+        node: impl Into<NodeView>,
         inputs: Arc<dyn InputView>,
     ) -> Result<ChainOutput, PluginRunError> {
-        self.run_reading(node, inputs, &mut Reads::default())
+        let node = Arc::new(node.into());
+        self.run_reading(
+            &node,
+            inputs,
+            &mut Reads::default(),
+            &mut NodeReads::default(),
+        )
     }
 
-    /// As [`PluginChain::run`]; whatever the outcome, `reads` receives every input the run
-    /// read, up to and including the stage that failed: a failed group depends on exactly
-    /// those, so only their change runs it again.
+    /// As [`PluginChain::run`]; whatever the outcome, `reads` and `node_reads` receive every
+    /// input and node field the run read, up to and including the stage that failed: a
+    /// failed group depends on exactly those, so only their change runs it again.
     pub fn run_reading(
         &self,
-        node: &Node,
+        node: &Arc<NodeView>,
         inputs: Arc<dyn InputView>,
         reads: &mut Reads,
+        node_reads: &mut NodeReads,
     ) -> Result<ChainOutput, PluginRunError> {
         let mut resources: Vec<Resource> = Vec::new();
         let mut reports = Vec::with_capacity(self.plugins.len());
@@ -81,21 +98,22 @@ impl PluginChain {
                 metrics::counter!("plugin_errors_total", "plugin" => plugin.name().to_owned(), "kind" => kind).increment(1);
                 let error = PluginRunError {
                     plugin: plugin.name().to_owned(),
-                    node: node.id.clone(),
+                    node: node.id().to_owned(),
                     fault,
                 };
-                tracing::warn!(plugin = plugin.name(), node = %node.id, error = %error.fault, "plugin run failed");
+                tracing::warn!(plugin = plugin.name(), node = %node.id(), error = %error.fault, "plugin run failed");
                 error
             };
             let (out, report) = plugin
-                .call_reading(node, &resources, Arc::clone(&inputs), reads)
+                .call_reading(node, &resources, Arc::clone(&inputs), reads, node_reads)
                 .map_err(fail)?;
             // A read that silently found nothing because the store failed must not become a
             // config that silently lacks it.
             if let Some(fault) = inputs.fault() {
                 return Err(fail(PluginFault::InputsUnavailable(fault)));
             }
-            check_output(&resources, &out).map_err(|m| fail(PluginFault::InvalidOutput(m)))?;
+            check_output(&resources, &out, &self.checked)
+                .map_err(|m| fail(PluginFault::InvalidOutput(m)))?;
             metrics::counter!("plugin_runs_total", "plugin" => plugin.name().to_owned())
                 .increment(1);
             metrics::histogram!("plugin_call_seconds", "plugin" => plugin.name().to_owned())
@@ -111,12 +129,13 @@ impl PluginChain {
                 .plugins
                 .last()
                 .map_or_else(String::new, |p| p.name().to_owned()),
-            node: node.id.clone(),
+            node: node.id().to_owned(),
             fault: PluginFault::InvalidOutput(e.to_string()),
         })?;
         Ok(ChainOutput {
             resources,
             reads: reads.clone(),
+            node_reads: node_reads.clone(),
             reports,
         })
     }
@@ -124,8 +143,8 @@ impl PluginChain {
 
 /// Checks what a stage returned: well-formed, known type URLs, unique names, and bodies that
 /// decode as their type. Resources passed through unchanged from the stage's input were
-/// checked already and are skipped.
-fn check_output(input: &[Resource], output: &[Resource]) -> Result<(), String> {
+/// checked already and are skipped, as are bodies `checked` saw decode before.
+fn check_output(input: &[Resource], output: &[Resource], checked: &Checked) -> Result<(), String> {
     let schema = Schema::envoy().map_err(|e| e.to_string())?;
     let before: BTreeMap<(&str, &str), &str> = input
         .iter()
@@ -146,11 +165,11 @@ fn check_output(input: &[Resource], output: &[Resource]) -> Result<(), String> {
                 r.type_url()
             ));
         }
-        if before.get(&(r.type_url(), r.name())) == Some(&r.version()) {
+        if before.get(&(r.type_url(), r.name())) == Some(&r.version()) || checked.contains(r) {
             continue;
         }
         match schema.decode(r.type_url(), r.body()) {
-            Ok(_) => {}
+            Ok(_) => checked.insert(r),
             Err(SchemaError::UnknownType { type_url }) => {
                 return Err(format!(
                     "{:?} has type URL {type_url:?}, which names no Envoy API message",

@@ -6,18 +6,19 @@ mod profile;
 mod report;
 mod sandbox;
 mod ticks;
+mod versions;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
-use super::bindings::{self, PluginPre};
+use super::bindings::{v1, PluginPre};
 use super::call::{add_to_linker, CallState};
 use super::engine::PluginEngine;
 use super::limits::PluginLimits;
+use super::node::{NodeReads, NodeView};
 use super::stdio;
 use crate::cache::Resource;
 use crate::inputs::{InputView, Reads, StaticInputs};
@@ -26,15 +27,22 @@ pub use report::{
     CallReport, Deadline, PluginFault, PluginLoadError, PluginStats, PluginStatsSnapshot,
 };
 use sandbox::{check_import, define_random};
+use versions::{run_instance, Instance, Pre};
 
 /// The contract version this host speaks.
-pub(crate) const CONTRACT: &str = "nebucloud:xds/host@0.1.0";
+pub(crate) const CONTRACT: &str = "nebucloud:xds@0.2.0";
+/// Its `host` interface.
+pub(crate) const HOST_V2: &str = "nebucloud:xds/host@0.2.0";
+/// Its `node` interface.
+pub(crate) const NODE_V2: &str = "nebucloud:xds/node@0.2.0";
+/// The `host` interface of contract 0.1.0, whose plugins still run.
+pub(crate) const HOST_V1: &str = "nebucloud:xds/host@0.1.0";
 /// How many idle instances a plugin keeps for reuse.
 const WARM_INSTANCES: usize = 4;
 
 struct Warm {
     store: Store<CallState>,
-    instance: bindings::Plugin,
+    instance: Instance,
 }
 
 /// A loaded plugin version.
@@ -44,7 +52,7 @@ pub struct Plugin {
     config: String,
     limits: PluginLimits,
     engine: PluginEngine,
-    pre: PluginPre<CallState>,
+    pre: Pre,
     warm: Mutex<Vec<Warm>>,
     stats: PluginStats,
     /// The samples of its calls, on an engine that profiles.
@@ -110,8 +118,12 @@ impl Plugin {
             .map_err(PluginLoadError::Exports)?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
             .map_err(PluginLoadError::Exports)?;
+        // The exports tell the versions apart (a plugin that reads nothing imports nothing).
+        let pre = match PluginPre::new(pre.clone()) {
+            Ok(current) => Pre::Current(current),
+            Err(e) => Pre::V1(v1::PluginPre::new(pre).map_err(|_| PluginLoadError::Exports(e))?),
+        };
         let mut plugin = Plugin {
             name: name.into(),
             hash: content_hash(wasm),
@@ -177,24 +189,33 @@ impl Plugin {
     /// Runs the plugin for `node` on `resources`. Blocking: call it off the async runtime.
     pub fn call(
         &self,
-        node: &Node,
+        node: impl Into<NodeView>,
         resources: &[Resource],
         inputs: Arc<dyn InputView>,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
-        self.call_reading(node, resources, inputs, &mut Reads::default())
+        let node = Arc::new(node.into());
+        let mut node_reads = NodeReads::default();
+        self.call_reading(
+            &node,
+            resources,
+            inputs,
+            &mut Reads::default(),
+            &mut node_reads,
+        )
     }
 
-    /// As [`Plugin::call`], and whatever the outcome, `reads` receives what the call read
-    /// before it returned or failed: a failed run depends on exactly those inputs.
+    /// As [`Plugin::call`], and whatever the outcome, `reads` and `node_reads` receive what
+    /// the call read before it returned or failed: a failed run depends on exactly those.
     pub fn call_reading(
         &self,
-        node: &Node,
+        node: &Arc<NodeView>,
         resources: &[Resource],
         inputs: Arc<dyn InputView>,
         reads: &mut Reads,
+        node_reads: &mut NodeReads,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
         let start = Instant::now();
-        let result = self.call_inner(node, resources, inputs, reads);
+        let result = self.call_inner(node, resources, inputs, reads, node_reads);
         match &result {
             Ok((_, report)) => self.stats.record(report.elapsed, report.instructions, None),
             Err(fault) => self.stats.record(start.elapsed(), None, Some(fault)),
@@ -204,10 +225,11 @@ impl Plugin {
 
     fn call_inner(
         &self,
-        node: &Node,
+        node: &Arc<NodeView>,
         resources: &[Resource],
         inputs: Arc<dyn InputView>,
         reads: &mut Reads,
+        node_reads: &mut NodeReads,
     ) -> Result<(Vec<Resource>, CallReport), PluginFault> {
         let start = Instant::now();
         let bytes: usize = resources
@@ -225,28 +247,19 @@ impl Plugin {
             Some(w) => w,
             None => self.instantiate(Arc::clone(&inputs))?,
         };
-        warm.store.data_mut().begin(&node.id, inputs);
+        warm.store.data_mut().begin(node, inputs);
         self.arm(&mut warm.store);
         // Asking a store without fuel for it builds an error, with a backtrace when
         // RUST_BACKTRACE is set: ~5 µs per call, more than a trivial plugin costs.
         let counting = self.engine.options().fuel;
         let fuel_before = counting.then(|| warm.store.get_fuel().ok()).flatten();
-        let wit_node = wit_node(node);
-        let wit_resources: Vec<bindings::Resource> = resources
-            .iter()
-            .map(|r| bindings::Resource {
-                type_url: r.type_url().to_owned(),
-                name: r.name().to_owned(),
-                body: r.body().to_vec(),
-            })
-            .collect();
-        let result = warm
-            .instance
-            .call_run(&mut warm.store, &wit_node, &wit_resources);
+        let result = run_instance(&warm.instance, &mut warm.store, node, resources);
         warm.store.data_mut().finish();
         reads.extend(warm.store.data().reads.clone());
+        node_reads.extend(&warm.store.data().node_reads);
         let report = |store: &Store<CallState>, output_bytes| CallReport {
             reads: store.data().reads.clone(),
+            node_reads: store.data().node_reads.clone(),
             elapsed: start.elapsed(),
             instructions: fuel_before
                 .zip(counting.then(|| store.get_fuel().ok()).flatten())
@@ -256,7 +269,10 @@ impl Plugin {
         };
         match result {
             Ok(Ok(out)) => {
-                let output_bytes: usize = out.iter().map(|r| r.body.len() + r.name.len()).sum();
+                let output_bytes: usize = out
+                    .iter()
+                    .map(|(_, name, body)| body.len() + name.len())
+                    .sum();
                 let report = report(&warm.store, output_bytes);
                 self.release(warm);
                 if output_bytes > self.limits.max_output_bytes {
@@ -267,7 +283,7 @@ impl Plugin {
                 }
                 let out = out
                     .into_iter()
-                    .map(|r| Resource::new(r.type_url, r.name, r.body))
+                    .map(|(type_url, name, body)| Resource::new(type_url, name, body))
                     .collect();
                 Ok((out, report))
             }
@@ -297,13 +313,18 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.memory);
         self.arm(&mut store);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| {
-            match fault::classify(&self.limits, &store, &e) {
-                PluginFault::Trap(m) => PluginFault::Instantiate(m),
-                other => other,
-            }
+        let instance = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Instance::Current),
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Instance::V1),
+        }
+        .map_err(|e| match fault::classify(&self.limits, &store, &e) {
+            PluginFault::Trap(m) => PluginFault::Instantiate(m),
+            other => other,
         })?;
-        let init = instance.call_init(&mut store, &self.config);
+        let init = match &instance {
+            Instance::Current(i) => i.call_init(&mut store, &self.config),
+            Instance::V1(i) => i.call_init(&mut store, &self.config),
+        };
         store.data_mut().finish();
         match init {
             Ok(Ok(())) => Ok(Warm { store, instance }),
@@ -331,24 +352,4 @@ impl Plugin {
 
 fn content_hash(wasm: &[u8]) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(wasm))
-}
-
-/// The node as the contract describes it.
-pub(crate) fn wit_node(node: &Node) -> bindings::Node {
-    bindings::Node {
-        id: node.id.clone(),
-        cluster: node.cluster.clone(),
-        locality: node.locality.as_ref().map(|l| bindings::nebucloud::xds::types::Locality {
-            region: l.region.clone(),
-            zone: l.zone.clone(),
-            sub_zone: l.sub_zone.clone(),
-        }),
-        metadata_json: node.metadata.as_ref().map_or_else(|| "{}".to_owned(), |m| crate::schema::struct_to_json(m).to_string()),
-        user_agent_name: node.user_agent_name.clone(),
-        user_agent_version: match &node.user_agent_version_type {
-            Some(nebucloud_xds_proto::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(v)) => v.clone(),
-            _ => String::new(),
-        },
-        client_features: node.client_features.clone(),
-    }
 }

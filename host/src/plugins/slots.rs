@@ -2,6 +2,8 @@
 //! reload (compile → contract check → trial over the live groups, run by the chain's host →
 //! atomic swap), explicit rollback, and the status operators see.
 
+mod reconfigure;
+mod rollback;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use super::host::ChainHost;
 use super::limits::PluginLimits;
 use super::plugin::Plugin;
 use super::watch::{FileRefusal, PluginFileRules};
+pub use reconfigure::{PluginPlan, ReconfigureOutcome};
 pub use status::{PluginStatus, Rejected, ReloadError, ReloadOutcome};
 
 /// One position of the chain.
@@ -29,9 +32,22 @@ struct Slot {
     /// The file the serving version was read from: `path`, or the file of a one-off reload.
     serving_from: PathBuf,
     loaded_at: u64,
-    previous: Option<(Arc<Plugin>, PathBuf)>,
+    previous: Option<Previous>,
     rejected: Option<Rejected>,
     loads: u64,
+    /// What the config file said of this plugin when it was last applied (at start or by
+    /// [`PluginSlots::reconfigure`]): a new version of the file changes the slot only where
+    /// it differs from this, so a reload or rollback since holds until then.
+    configured: PluginPlan,
+}
+
+/// The version a slot served before its current one, and how it was configured then.
+#[derive(Debug, Clone)]
+struct Previous {
+    plugin: Arc<Plugin>,
+    from: PathBuf,
+    config: serde_json::Value,
+    limits: PluginLimits,
 }
 
 /// The chain's plugins and their versions, driving the [`ChainHost`] that serves the chain.
@@ -45,6 +61,8 @@ pub struct PluginSlots {
     /// Set while a reload or rollback runs: one at a time, so that a trial's chain is never
     /// built from slots another swap changes meanwhile (a flag, not a lock held across awaits).
     busy: Arc<AtomicBool>,
+    /// The last chain from the config file that was refused, until one serves.
+    chain_rejected: Arc<Mutex<Option<Rejected>>>,
 }
 
 /// Holds [`PluginSlots::busy`] for one reload or rollback.
@@ -102,6 +120,12 @@ impl PluginSlots {
         let slots = specs
             .into_iter()
             .map(|s| Slot {
+                configured: PluginPlan {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                    config: s.config.clone(),
+                    limits: s.limits,
+                },
                 name: s.name,
                 serving_from: s.path.clone(),
                 path: s.path,
@@ -120,6 +144,7 @@ impl PluginSlots {
             slots: Arc::new(Mutex::new(slots)),
             files: Arc::new(files),
             busy: Arc::new(AtomicBool::new(false)),
+            chain_rejected: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -162,7 +187,7 @@ impl PluginSlots {
                 serving_path: s.serving_from.display().to_string(),
                 version: s.current.hash().to_owned(),
                 loaded_at_unix_secs: s.loaded_at,
-                previous_version: s.previous.as_ref().map(|(p, _)| p.hash().to_owned()),
+                previous_version: s.previous.as_ref().map(|p| p.plugin.hash().to_owned()),
                 rejected: s.rejected.clone(),
                 loads: s.loads,
                 stats: s.current.stats().snapshot(),
@@ -260,24 +285,6 @@ impl PluginSlots {
         Ok(ReloadOutcome::Swapped { version: hash })
     }
 
-    /// Puts the previous version of `name` back into service.
-    pub fn rollback(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
-        let _busy = BusyGuard::take(&self.busy)?;
-        let (previous, from) = self.with_slot(name, |slot| {
-            slot.previous
-                .clone()
-                .ok_or_else(|| ReloadError::NoPrevious(name.to_owned()))
-        })?;
-        let chain = self
-            .chain_with(name, &previous)
-            .ok_or(ReloadError::Unavailable)?;
-        let version = previous.hash().to_owned();
-        self.record_swap(name, previous, from);
-        self.host.set_chain(chain);
-        tracing::info!(plugin = name, %version, "plugin rolled back");
-        Ok(ReloadOutcome::Swapped { version })
-    }
-
     /// Reads the slot called `name`, under the lock (never held across an `.await`).
     fn with_slot<T>(
         &self,
@@ -306,20 +313,6 @@ impl PluginSlots {
                 })
                 .collect(),
         ))
-    }
-
-    /// Records `plugin`, read from `from`, as serving in `name`'s slot, the version it
-    /// replaces becoming the previous one: called as the chain with it is put into service.
-    fn record_swap(&self, name: &str, plugin: Arc<Plugin>, from: PathBuf) {
-        if let Ok(mut slots) = self.slots.lock() {
-            if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
-                let old = std::mem::replace(&mut slot.current, plugin);
-                let old_from = std::mem::replace(&mut slot.serving_from, from);
-                slot.previous = Some((old, old_from));
-                slot.loaded_at = unix_now();
-                slot.loads += 1;
-            }
-        }
     }
 
     /// After a reload from `file` (which serves): with `persist`, `file` becomes the plugin's

@@ -351,6 +351,8 @@ pub(crate) trait StreamProtocol: Send + 'static {
     /// The response message.
     type Response: Send + 'static;
 
+    /// Whether this is incremental (Delta) xDS.
+    const INCREMENTAL: bool;
     /// The node of a request, if it carries one.
     fn node(request: &Self::Request) -> Option<&Node>;
     /// A new stream's state, starting from the group's current resources.

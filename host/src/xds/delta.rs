@@ -212,6 +212,8 @@ impl DeltaStream {
 }
 
 impl StreamProtocol for DeltaStream {
+    const INCREMENTAL: bool = true;
+
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
 

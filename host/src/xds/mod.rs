@@ -37,7 +37,7 @@ pub use callbacks::{
     Callbacks, FetchInfo, Protocol, StreamId, StreamInfo, StreamRequest, StreamResponse,
 };
 pub use context::StreamLimits;
-pub use grouping::{ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver};
+pub use grouping::{ByCluster, ByIdentity, ByNodeId, NodeGrouping, NodeObserver, Transport};
 pub use nack::Nack;
 pub use router::XdsRoutes;
 pub use server::{

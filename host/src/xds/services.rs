@@ -121,6 +121,7 @@ impl Door {
             )));
         }
         caller.identity.authorize(&node.id)?;
+        // Served from the node's own group (the one its ADS stream has, under `ByIdentity`).
         let group = self.shared.grouping.group_of(node);
         if let Some(callbacks) = &self.shared.callbacks {
             callbacks.on_fetch_request(&caller.fetch(&req, &group, &type_url))?;

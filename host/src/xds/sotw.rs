@@ -204,6 +204,8 @@ fn any(r: &Resource) -> Any {
 }
 
 impl StreamProtocol for SotwStream {
+    const INCREMENTAL: bool = false;
+
     type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
 

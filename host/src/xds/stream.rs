@@ -19,6 +19,7 @@ use super::callbacks::{
     CallbackRequest, CallbackResponse, Callbacks, FetchInfo, StreamId, StreamInfo,
 };
 use super::context::{check_node, Scope, StreamContext, StreamProtocol};
+use super::grouping::Transport;
 use super::limits::{truncated, LOGGED_NODE_ID_BYTES};
 use super::shared::Shared;
 use super::tls::PeerIdentity;
@@ -116,7 +117,11 @@ where
             yield Err(status);
             return;
         }
-        let group = shared.grouping.group_of(&node);
+        let transport = Transport {
+            aggregated: matches!(scope, Scope::Aggregated),
+            incremental: P::INCREMENTAL,
+        };
+        let group = shared.grouping.group_of_stream(&node, transport);
         let id = shared.new_stream_id();
         // Declared first, so dropped last: `on_stream_closed` follows every other call.
         let hooks = match Hooks::open::<P::Request>(&shared, id, scope, &caller, &node, &group) {
@@ -128,7 +133,7 @@ where
             }
         };
         drop(caller);
-        let _observed = match Observed::open(&shared, &group, &node) {
+        let _observed = match Observed::open(&shared, &group, &node, transport) {
             Ok(observed) => observed,
             Err(status) => {
                 metrics::counter!("xds_requests_refused_total", "code" => format!("{:?}", status.code())).increment(1);
@@ -266,11 +271,16 @@ struct Observed {
 
 impl Observed {
     /// Announces the stream; the observer may refuse it.
-    fn open(shared: &Arc<Shared>, group: &str, node: &Node) -> Result<Option<Self>, Status> {
+    fn open(
+        shared: &Arc<Shared>,
+        group: &str,
+        node: &Node,
+        transport: Transport,
+    ) -> Result<Option<Self>, Status> {
         let Some(observer) = shared.observer.as_ref() else {
             return Ok(None);
         };
-        observer.node_connected(group, node)?;
+        observer.node_connected(group, node, transport)?;
         Ok(Some(Observed {
             shared: Arc::clone(shared),
             group: group.to_owned(),

@@ -32,20 +32,7 @@ async fn serve_resource_directory_then_exit_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let channel = crate::support::wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        async || {
-            Ok(
-                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
-                    .connect()
-                    .await
-                    .ok(),
-            )
-        },
-    )
-    .await
-    .unwrap();
+    let channel = crate::support::channel_when_up(port, Duration::from_secs(30)).await;
     let mut ads = nebucloud_xds_proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut stream = ads
@@ -137,7 +124,7 @@ async fn a_plugins_stdout_and_stderr_go_to_its_log() {
             .to_owned()
     };
     for (text, level) in [
-        ("printer: 0 resources for envoy-printing", "INFO"),
+        ("printer: 0 resources for a test node", "INFO"),
         ("printer: a warning on stderr", "WARN"),
         ("printer: one line 3", "WARN"),
         ("printer: no newline", "INFO"),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nebucloud_xds::inputs::{Reads, StaticInputs};
 use nebucloud_xds::plugins::{
-    Plugin, PluginChain, PluginEngine, PluginFault, PluginLimits, PluginLoadError,
+    NodeReads, Plugin, PluginChain, PluginEngine, PluginFault, PluginLimits, PluginLoadError,
 };
 use nebucloud_xds::Resource;
 use nebucloud_xds_proto::envoy::config::cluster::v3::Cluster;
@@ -53,7 +53,7 @@ fn node(id: &str) -> Node {
 fn fault(plugin: &Arc<Plugin>, node_id: &str) -> PluginFault {
     let chain = PluginChain::new(vec![Arc::clone(plugin)]);
     let err = chain
-        .run(&node(node_id), Arc::new(StaticInputs::new()))
+        .run(node(node_id), Arc::new(StaticInputs::new()))
         .expect_err("the plugin must fail");
     assert_eq!(
         (err.plugin.as_str(), err.node.as_str()),
@@ -77,7 +77,7 @@ fn assert_serves(good: &Plugin) {
         },
     )];
     let (out, _) = good
-        .call(&node("good-1"), &input, Arc::new(StaticInputs::new()))
+        .call(node("good-1"), &input, Arc::new(StaticInputs::new()))
         .unwrap();
     assert_eq!(out, input);
 }
@@ -124,13 +124,13 @@ fn a_trapped_instance_is_dropped_and_the_same_plugin_serves_the_next_node() {
     ]);
     let inputs = Arc::new(services());
     // The first run leaves a warm instance; the canary run takes it and traps it.
-    let before = chain.run(&node("envoy-1"), inputs.clone()).unwrap();
+    let before = chain.run(node("envoy-1"), inputs.clone()).unwrap();
     assert_eq!(
         before.resources.of_type(type_url::CLUSTER).map(|c| c.len()),
         Some(2)
     );
     let err = chain
-        .run(&node("canary-fail-1"), inputs.clone())
+        .run(node("canary-fail-1"), inputs.clone())
         .unwrap_err();
     assert_eq!(err.plugin, "bad-panic-on-canary");
     let PluginFault::Trap(m) = &err.fault else {
@@ -141,7 +141,7 @@ fn a_trapped_instance_is_dropped_and_the_same_plugin_serves_the_next_node() {
         "{m}"
     );
     // Re-entering the trapped instance would trap again; a fresh one serves the same result.
-    let after = chain.run(&node("envoy-1"), inputs).unwrap();
+    let after = chain.run(node("envoy-1"), inputs).unwrap();
     assert_eq!(after.resources.version(), before.resources.version());
 }
 
@@ -442,10 +442,11 @@ fn fault_and_reads(plugin: &Plugin) -> (PluginFault, Reads) {
     let mut reads = Reads::default();
     let fault = plugin
         .call_reading(
-            &node("node-1"),
+            &Arc::new(node("node-1").into()),
             &[],
             Arc::new(StaticInputs::new()),
             &mut reads,
+            &mut NodeReads::default(),
         )
         .expect_err("the plugin must fail");
     (fault, reads)

@@ -14,13 +14,13 @@ use crate::support::{free_port, plugin_wasm, wait_until};
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 
-fn service(name: &str, protocol: &str, port: u16) -> serde_json::Value {
+pub(crate) fn service(name: &str, protocol: &str, port: u16) -> serde_json::Value {
     serde_json::json!({"kind": "Service", "name": name, "protocol": protocol,
         "endpoints": [{"address": "127.0.0.1", "port": port, "zone": "a"}]})
 }
 
 /// An inputs file of these documents.
-fn services(docs: &[serde_json::Value]) -> String {
+pub(crate) fn services(docs: &[serde_json::Value]) -> String {
     serde_json::to_string(docs).unwrap()
 }
 

@@ -14,12 +14,18 @@
 //!
 //! A node whose metadata lists `services: [a, b]` gets only those (and is recomputed only
 //! when they change); any other node gets every service.
+//!
+//! gRPC clients fetch routes and endpoints over ADS. Envoy fetches them the way it connected
+//! (one ADS stream, or a stream per type through the bootstrap cluster `xds_cluster`), so an
+//! Envoy's result depends on its transport: ADS and per-type Envoys of one identity are
+//! computed apart, and each gets config it accepts.
 
 use std::collections::BTreeMap;
 
 use nebucloud_xds_guest::build::{
-    envoy_http_listener, grpc_api_listener, route_to_cluster, Backend, EdsCluster, LoadAssignment,
-    LocalityEndpoints, RouteConfig, RouteRule, RouteSource, VirtualHostSpec,
+    ads, config_source_for, envoy_http_listener, grpc_api_listener, route_to_cluster, Backend,
+    EdsCluster, LoadAssignment, LocalityEndpoints, RouteConfig, RouteRule, RouteSource,
+    VirtualHostSpec,
 };
 use nebucloud_xds_guest::serde::{Deserialize, Serialize};
 use nebucloud_xds_guest::{export_plugin, Context, Error, Resource, Result};
@@ -76,6 +82,10 @@ pub struct Config {
     /// The region every locality is in.
     #[serde(default = "default_region")]
     region: String,
+    /// The cluster in Envoy's bootstrap that reaches this server: per-type Envoys fetch routes
+    /// and endpoints through it.
+    #[serde(default = "default_xds_cluster")]
+    xds_cluster: String,
 }
 
 fn default_address() -> String {
@@ -86,6 +96,9 @@ fn default_port() -> u16 {
 }
 fn default_region() -> String {
     "local".to_owned()
+}
+fn default_xds_cluster() -> String {
+    "xds_cluster".to_owned()
 }
 
 /// The name of Envoy's listener and of its route table.
@@ -98,8 +111,16 @@ pub fn generate(
     mut resources: Vec<Resource>,
 ) -> Result<Vec<Resource>> {
     let services = services_for_node(ctx)?;
+    let grpc = ctx.node().is_grpc();
+    // gRPC clients speak ADS only, so their result need not read the transport; Envoy's nested
+    // sources must match how it connected.
+    let nested = if grpc {
+        ads()
+    } else {
+        config_source_for(ctx.node(), &config.xds_cluster)
+    };
     for (name, svc) in &services {
-        let mut cluster = EdsCluster::new(name.as_str());
+        let mut cluster = EdsCluster::new(name.as_str()).eds_config(nested.clone());
         if svc.protocol == Protocol::Grpc {
             cluster = cluster.http2();
         }
@@ -108,7 +129,7 @@ pub fn generate(
             name.as_str(),
             &load_assignment(name, svc, &config.region)?,
         ));
-        if ctx.node().is_grpc() {
+        if grpc {
             resources.push(Resource::new(
                 name.as_str(),
                 &grpc_api_listener(name.as_str(), name.as_str()),
@@ -119,12 +140,12 @@ pub fn generate(
             ));
         }
     }
-    if !ctx.node().is_grpc() {
+    if !grpc {
         let listener = envoy_http_listener(
             INGRESS,
             config.listener_address.as_str(),
             config.listener_port,
-            RouteSource::ads(INGRESS),
+            RouteSource::rds(nested, INGRESS),
         );
         resources.push(Resource::new(INGRESS, &listener));
         resources.push(Resource::new(INGRESS, &ingress_routes(&services)));
@@ -198,13 +219,20 @@ export_plugin!(generate, config = Config);
 
 #[cfg(test)]
 mod tests {
+    use nebucloud_xds_guest::build::{api_config_source, ApiType};
+    use nebucloud_xds_guest::prost::Message;
     use nebucloud_xds_guest::proto::envoy::config::cluster::v3::Cluster;
+    use nebucloud_xds_guest::proto::envoy::config::core::v3::ConfigSource;
     use nebucloud_xds_guest::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
-    use nebucloud_xds_guest::proto::envoy::config::listener::v3::Listener;
+    use nebucloud_xds_guest::proto::envoy::config::listener::v3::{filter, Listener};
+    use nebucloud_xds_guest::proto::envoy::extensions::filters::network as net;
     use nebucloud_xds_guest::serde_json::json;
-    use nebucloud_xds_guest::{run_native, MemoryInputs, Node};
+    use nebucloud_xds_guest::{run_native, MemoryInputs, Node, Transport};
 
     use super::*;
+    use net::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
 
     fn svc(port: u16, zone: &str) -> Service {
         Service {
@@ -230,11 +258,7 @@ mod tests {
         let inputs = MemoryInputs::new()
             .with("Service", "a", &svc(1, "z1"))
             .with("Service", "b", &svc(2, "z2"));
-        let node = Node {
-            id: "n".into(),
-            user_agent_name: "gRPC Python".into(),
-            ..Node::default()
-        };
+        let node = Node::new("n").with_user_agent("gRPC Python", "");
         let out = run_native(generate, &node, &json!({}), &inputs, vec![]).unwrap();
         assert_eq!(names_of::<Listener>(&out), vec!["a", "b"]);
         assert_eq!(names_of::<Cluster>(&out), vec!["a", "b"]);
@@ -254,11 +278,7 @@ mod tests {
     #[test]
     fn envoy_nodes_get_one_ingress_listener_on_the_configured_port() {
         let inputs = MemoryInputs::new().with("Service", "a", &svc(1, "z1"));
-        let node = Node {
-            id: "e".into(),
-            user_agent_name: "envoy".into(),
-            ..Node::default()
-        };
+        let node = Node::new("e").with_user_agent("envoy", "");
         let out = run_native(
             generate,
             &node,
@@ -277,17 +297,72 @@ mod tests {
         assert!(port.unwrap_or_default().contains("12345"));
     }
 
+    /// Every nested config source in `out`: clusters' EDS and listeners' RDS.
+    fn nested_sources(out: &[Resource]) -> Vec<ConfigSource> {
+        let mut sources = Vec::new();
+        for r in out {
+            if let Some(c) = r.decode::<Cluster>().unwrap() {
+                sources.extend(c.eds_cluster_config.and_then(|e| e.eds_config));
+            }
+            if let Some(l) = r.decode::<Listener>().unwrap() {
+                let packed = l.api_listener.and_then(|a| a.api_listener).or_else(|| {
+                    match &l.filter_chains.first()?.filters.first()?.config_type {
+                        Some(filter::ConfigType::TypedConfig(any)) => Some(any.clone()),
+                        _ => None,
+                    }
+                });
+                let hcm = HttpConnectionManager::decode(packed.unwrap().value).unwrap();
+                if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+                    sources.extend(rds.config_source);
+                }
+            }
+        }
+        sources
+    }
+
+    #[test]
+    fn envoy_fetches_routes_and_endpoints_the_way_it_connected_and_grpc_over_ads() {
+        let inputs = MemoryInputs::new().with("Service", "a", &svc(1, "z1"));
+        let config = json!({"xds_cluster": "control-plane"});
+        let sources = |node: Node| {
+            let out = run_native(generate, &node, &config, &inputs, vec![]).unwrap();
+            let sources = nested_sources(&out);
+            assert_eq!(sources.len(), 2, "one cluster and one listener: {out:?}");
+            sources
+        };
+        let envoy = |aggregated, incremental| {
+            Node::new("e")
+                .with_user_agent("envoy", "")
+                .with_transport(Transport {
+                    aggregated,
+                    incremental,
+                })
+        };
+        for (node, expected) in [
+            (envoy(true, false), ads()),
+            (envoy(true, true), ads()),
+            (
+                envoy(false, false),
+                api_config_source(ApiType::Grpc, "control-plane"),
+            ),
+            (
+                envoy(false, true),
+                api_config_source(ApiType::DeltaGrpc, "control-plane"),
+            ),
+            (Node::new("g").with_user_agent("gRPC Python", ""), ads()),
+        ] {
+            assert_eq!(sources(node), [expected.clone(), expected]);
+        }
+    }
+
     #[test]
     fn metadata_services_limit_what_a_node_reads() {
         let inputs = MemoryInputs::new()
             .with("Service", "a", &svc(1, "z1"))
             .with("Service", "b", &svc(2, "z2"));
-        let node = Node {
-            id: "n".into(),
-            user_agent_name: "grpc-node-js".into(),
-            metadata: json!({"services": ["b", "missing"]}),
-            ..Node::default()
-        };
+        let node = Node::new("n")
+            .with_user_agent("grpc-node-js", "")
+            .with_metadata(json!({"services": ["b", "missing"]}));
         let out = run_native(generate, &node, &json!({}), &inputs, vec![]).unwrap();
         assert_eq!(names_of::<Cluster>(&out), vec!["b"]);
     }

@@ -10,6 +10,8 @@ pub(crate) enum HostCall {
     Get,
     /// `list`.
     List,
+    /// One of the `node` interface's calls.
+    Node,
 }
 
 impl HostCall {
@@ -19,6 +21,7 @@ impl HostCall {
             HostCall::Log => "log",
             HostCall::Get => "get",
             HostCall::List => "list",
+            HostCall::Node => "node",
         }
     }
 }
@@ -33,7 +36,7 @@ impl HostCall {
 /// plugin's progress, not by the clock, so a loaded machine does not blur it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostCallTally {
-    counts: [u64; 3],
+    counts: [u64; 4],
     last: Option<HostCall>,
     /// The host calls made in all at each of the last two ticks, the older first.
     at_ticks: [u64; 2],

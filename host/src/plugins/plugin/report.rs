@@ -25,7 +25,7 @@ pub enum PluginLoadError {
     #[error("imports `{0}`, which the plugin contract does not offer (plugins get `{CONTRACT}` and no files, sockets, environment or clocks)")]
     ForeignImport(String),
     /// The plugin was built against another contract version.
-    #[error("built against `{found}`; this host speaks `{CONTRACT}`")]
+    #[error("built against `{found}`; this host speaks `{CONTRACT}` (and runs plugins built against 0.1)")]
     ContractVersion {
         /// The import it has.
         found: String,
@@ -183,6 +183,8 @@ fn grouped(n: u64) -> String {
 pub struct CallReport {
     /// The inputs it read.
     pub reads: Reads,
+    /// The node fields it read.
+    pub node_reads: crate::plugins::NodeReads,
     /// Wall-clock time.
     pub elapsed: Duration,
     /// Instructions (fuel) used, when the engine counts them.

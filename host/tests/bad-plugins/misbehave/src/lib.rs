@@ -140,7 +140,7 @@ pub fn run(ctx: &Context<'_>, mut resources: Vec<Resource>) -> Result<Vec<Resour
         }
         Misbehaviour::OversizedOutput => resources.push(oversized()),
         Misbehaviour::PanicOnCanary => {
-            let node = &ctx.node().id;
+            let node = ctx.node().id();
             if node.contains("canary-fail") {
                 panic!("misbehave: deliberate panic on canary node {node}");
             }

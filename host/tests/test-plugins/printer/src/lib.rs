@@ -5,10 +5,12 @@ use nebucloud_xds_guest::{export_plugin, Context, Resource, Result};
 
 /// The plugin function.
 pub fn print(ctx: &Context<'_>, resources: Vec<Resource>) -> Result<Vec<Resource>> {
+    // The host tags each line with the node: reading its id here would make every node's
+    // result its own.
     println!(
-        "printer: {} resources for {}",
+        "printer: {} resources for a {} node",
         resources.len(),
-        ctx.node().id
+        ctx.node().cluster()
     );
     eprintln!("printer: a warning on stderr");
     // Rust's stderr is unbuffered: this reaches the host in several writes, one log line.
