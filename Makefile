@@ -135,8 +135,9 @@ reload-plugins: plugins
 test-plugins: reload-plugins
 	bash host/tests/bad-plugins/build.sh $(PLUGIN_DIR)
 
-# Serves examples/quickstart: xDS on 127.0.0.1:18000, admin on 127.0.0.1:18001.
-run: plugins
+# Serves examples/quickstart: xDS on 127.0.0.1:18000, admin on 127.0.0.1:18001. The server's
+# build needs protoc (etcd-client compiles its protos), which deps-etcd installs from Debian.
+run: deps-etcd plugins
 	cargo run --release -p nebucloud-xds -- serve --config examples/quickstart/config.toml
 
 # The quickstart chain's golden files (examples/quickstart/golden/, run by `make test` through

@@ -78,6 +78,9 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// ConfigMap's swap), or, for a change no such event announced (the 10 s look, a writer that
 /// never closes), unchanged for a second.
 pub async fn watch_config_file(path: PathBuf, running: Config, slots: PluginSlots) {
+    // Events name the file by its absolute path; it is loaded by the path it was given, so
+    // that its relative paths resolve as they did at start.
+    let given = path.clone();
     let path = std::path::absolute(&path).unwrap_or(path);
     let dir = path
         .parent()
@@ -139,7 +142,7 @@ pub async fn watch_config_file(path: PathBuf, running: Config, slots: PluginSlot
         retry_at = None;
         pending = None;
         known = stamp(&path);
-        let file = path.clone();
+        let file = given.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
         let new = match loaded {
             Ok(Ok(new)) => new,

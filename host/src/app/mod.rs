@@ -196,9 +196,18 @@ impl App {
     /// groups, as a plugin reload does (see [`watch_config_file`]). Only with plugins and
     /// `[reload] watch` (the default).
     #[must_use]
-    pub fn watch_config(mut self, path: PathBuf) -> Self {
+    pub fn watch_config(self, path: PathBuf) -> Self {
+        let baseline = self.config.clone();
+        self.watch_config_against(path, baseline)
+    }
+
+    /// As [`App::watch_config`], comparing each new version with `baseline` (the file as it
+    /// was loaded) rather than with the config the app was built from, which a caller may
+    /// have adjusted (as `dev` does): only what the file changed is reported.
+    #[must_use]
+    pub fn watch_config_against(mut self, path: PathBuf, baseline: Config) -> Self {
         if let (Some(slots), true) = (&self.plugins, self.config.reload.watch) {
-            let task = watch_config_file(path, self.config.clone(), slots.clone());
+            let task = watch_config_file(path, baseline, slots.clone());
             self.tasks.push(Box::pin(task));
         }
         self

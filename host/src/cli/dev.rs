@@ -26,13 +26,14 @@ pub(crate) async fn dev(
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let mut config = Config::load(config_path)?;
+    let file = Config::load(config_path)?;
+    let mut config = file.clone();
     config.reload.watch = true;
     config.reload.settle_ms = 0;
     config.pipeline.debounce_ms = 1;
     let app = App::build(config)
         .await?
-        .watch_config(config_path.to_path_buf());
+        .watch_config_against(config_path.to_path_buf(), file);
     let (Some(pipeline), cache) = (app.pipeline().cloned(), app.server().cache().clone()) else {
         anyhow::bail!("dev needs a config with plugins");
     };
