@@ -142,7 +142,16 @@ impl Pipeline {
                         Outcome::Died(_) => None,
                     };
                     let blame = match error {
-                        Some(e) if current.run((*t.node).clone(), Arc::clone(&inputs)).is_ok() => {
+                        Some(e)
+                            if current
+                                .run_reading(
+                                    &t.node,
+                                    Arc::clone(&inputs),
+                                    &mut Reads::default(),
+                                    &mut NodeReads::default(),
+                                )
+                                .is_ok() =>
+                        {
                             // Named for this group's node, also when shared.
                             let e = PluginRunError {
                                 node: t.node.id().to_owned(),

@@ -36,6 +36,15 @@ async fn num_retries(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
     Ok(digits.parse().ok())
 }
 
+/// Waits until Envoy's routes carry `n` retries.
+async fn wait_for_retries(envoy: &Envoy, n: u64) {
+    wait_until(WAIT, POLL, async || {
+        Ok((num_retries(envoy).await? == Some(n)).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_plugin_config_reaches_a_connected_envoy_and_a_chain_the_trial_breaks_is_refused()
 {
@@ -67,11 +76,7 @@ async fn a_changed_plugin_config_reaches_a_connected_envoy_and_a_chain_the_trial
     let edited = config.replace("num_retries = 2", "num_retries = 5");
     assert_ne!(edited, config);
     save(&dir, &edited);
-    wait_until(WAIT, POLL, async || {
-        Ok((num_retries(&envoy).await? == Some(5)).then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_for_retries(&envoy, 5).await;
     assert_eq!(
         envoy
             .stat("cluster.xds_cluster.upstream_cx_total")
@@ -119,20 +124,12 @@ async fn a_changed_plugin_config_reaches_a_connected_envoy_and_a_chain_the_trial
 
     // A rollback puts back the version before, with the config it was loaded with.
     slots.rollback("retries").unwrap();
-    wait_until(WAIT, POLL, async || {
-        Ok((num_retries(&envoy).await? == Some(2)).then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_for_retries(&envoy, 2).await;
 
     // A file that does not parse changes nothing either; the next good one applies.
     save(&dir, "[[plugins]\nname = ");
     save(&dir, &edited.replace("num_retries = 5", "num_retries = 3"));
-    wait_until(WAIT, POLL, async || {
-        Ok((num_retries(&envoy).await? == Some(3)).then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_for_retries(&envoy, 3).await;
     assert_eq!(
         envoy
             .stat("cluster.xds_cluster.upstream_cx_total")
