@@ -168,7 +168,8 @@ bench: reload-plugins
 	cat $(CARGO_TARGET)/bench-results/cache.md $(CARGO_TARGET)/bench-results/plugins.md \
 		$(CARGO_TARGET)/bench-results/subscriptions.md \
 		$(CARGO_TARGET)/bench-results/loadgen.md $(CARGO_TARGET)/bench-results/reload.md \
-		$(CARGO_TARGET)/bench-results/dev.md $(CARGO_TARGET)/bench-results/churn.md \
+		$(CARGO_TARGET)/bench-results/dev.md $(CARGO_TARGET)/bench-results/author-loop.md \
+		$(CARGO_TARGET)/bench-results/churn.md \
 		> $(CARGO_TARGET)/bench-results/summary.md
 
 # Hot reload: a policy plugin's file rewritten → all 1,000 connected nodes ACKed the new
@@ -180,13 +181,19 @@ bench-reload: reload-plugins
 		--nodes 1000 --streams-per-conn 1 --grouping node,cluster --reload $(RELOAD_VERSIONS) \
 		--check --out $(CARGO_TARGET)/bench-results --name reload
 
-# The plugin author's loop as `nebucloud-xds dev` runs it (no settle time, a 1 ms debounce): a
-# policy plugin's file replaced, as a build's copy ends → one connected node ACKed the new
-# config, SotW and Delta. About 30 s once built.
-bench-dev: reload-plugins
+# The plugin author's loop: a policy plugin's file replaced, as a build's copy ends →
+# (1) one simulated node ACKed it, with `dev`'s settings (no settle time, a 1 ms debounce);
+# (2) a real Envoy's config dump shows it applied, our release binary running as `dev` and as
+# `serve` (serving defaults), over ADS SotW and Delta, for a plugin that changes routes and one
+# that changes clusters too. About 3 min once built.
+bench-dev: reload-plugins $(DEPS)/envoy/.stamp
 	NX_PLUGIN_DIR=$(PLUGIN_DIR) cargo run --release -p nebucloud-xds-benches --bin loadgen -- \
 		--nodes 1 --streams-per-conn 1 --grouping node --reload $(RELOAD_VERSIONS) \
 		--reload-settle-ms 0 --debounce-ms 1 --check --out $(CARGO_TARGET)/bench-results --name dev
+	cargo build --release -p nebucloud-xds --bin nebucloud-xds
+	cargo run --release -p nebucloud-xds-benches --bin author-loop -- \
+		--server $(CARGO_TARGET)/release/nebucloud-xds --envoy $(DEPS)/envoy/bin/envoy \
+		--plugin-dir $(PLUGIN_DIR) --out $(CARGO_TARGET)/bench-results --name author-loop
 
 # Pod churn: 100 live nodes stay connected while 5 rounds of 2,000 new node ids, one connection
 # each as pods have, connect, get configured and leave. Our server runs as `serve` does

@@ -2,7 +2,7 @@
 //!
 //! Pure, synchronous state like `sotw.rs`; the async shell in `stream.rs` drives it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
@@ -10,6 +10,7 @@ use nebucloud_xds_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 use nebucloud_xds_proto::google::protobuf::Any;
+use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT};
 use tonic::Status;
 
 use crate::cache::{combined_version, Resource, ResourceSet};
@@ -18,6 +19,7 @@ use super::context::{pb_duration, serves, Scope, StreamContext, StreamProtocol};
 use super::nack::Nack;
 use super::subscription::SubscriptionState;
 use super::types::{push_rank, removal_deferred};
+use super::warming;
 
 /// Per type: the subscription and what the client holds.
 #[derive(Debug, Default)]
@@ -74,6 +76,8 @@ impl DeltaType {
 struct Diff {
     changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
+    /// Clusters among `changed` the client held in another version: they warm (`warming`).
+    replaced_clusters: Vec<Arc<Resource>>,
 }
 
 /// The delta protocol state of one stream.
@@ -104,9 +108,12 @@ impl DeltaStream {
         let mut diff = Diff::default();
         let mut consider = |r: &Arc<Resource>| {
             if held.get(r.name()).map(String::as_str) != Some(r.version()) {
-                held.insert(r.name().to_owned(), r.version().to_owned());
+                let before = held.insert(r.name().to_owned(), r.version().to_owned());
                 told_absent.remove(r.name());
                 diff.changed.push(Arc::clone(r));
+                if type_url == CLUSTER && before.is_some() {
+                    diff.replaced_clusters.push(Arc::clone(r));
+                }
             }
         };
         if let Some(of_type) = of_type {
@@ -193,6 +200,19 @@ impl DeltaStream {
             nonce,
             ..DeltaDiscoveryResponse::default()
         }
+    }
+
+    /// The endpoints in `names` that the client holds unchanged and subscribes to, which the
+    /// clusters being replaced wait for (see `warming`).
+    fn endpoints_again(&self, names: &[String], changed: &[Arc<Resource>]) -> Vec<Arc<Resource>> {
+        let (Some(set), Some(st)) = (self.set.as_ref(), self.types.get(ENDPOINT)) else {
+            return Vec::new();
+        };
+        let in_diff: HashSet<&str> = changed.iter().map(|r| r.name()).collect();
+        warming::endpoints(set, &st.sub, names, |r| {
+            !in_diff.contains(r.name())
+                && st.held.get(r.name()).map(String::as_str) == Some(r.version())
+        })
     }
 
     fn ttl_resources(&self, type_url: &str) -> Vec<Arc<Resource>> {
@@ -312,10 +332,24 @@ impl StreamProtocol for DeltaStream {
         let aggregated = self.ctx.scope == Scope::Aggregated;
         let mut out = Vec::new();
         let mut deferred = Vec::new();
+        let mut rewarm: Vec<String> = Vec::new();
         for type_url in order {
-            let Some(mut diff) = self.diff(&type_url) else {
+            let mut diff = self.diff(&type_url);
+            if type_url == ENDPOINT && !rewarm.is_empty() {
+                // Endpoints of replaced clusters go again, changed or not.
+                let changed = diff.as_ref().map_or(&[][..], |d| &d.changed[..]);
+                let again = self.endpoints_again(&rewarm, changed);
+                if !again.is_empty() {
+                    warming::count_resent("delta", again.len());
+                    diff.get_or_insert_with(Diff::default).changed.extend(again);
+                }
+            }
+            let Some(mut diff) = diff else {
                 continue;
             };
+            if aggregated && type_url == CLUSTER {
+                rewarm = warming::endpoint_names(&diff.replaced_clusters);
+            }
             // Make before break: removals of clusters and endpoints go last on ADS.
             if aggregated && removal_deferred(&type_url) && !diff.removed.is_empty() {
                 deferred.push((type_url.clone(), std::mem::take(&mut diff.removed)));

@@ -17,6 +17,7 @@ use super::test_support::{
     ads, error_detail, no_group, owned, rec, res, res_ttl, table, Ref, Scripted, THING,
 };
 use super::types::short_name;
+mod warming;
 
 /// What a first request announces in `initial_resource_versions`.
 enum Initial {

@@ -31,6 +31,7 @@ mod subscription;
 mod test_support;
 mod tls;
 mod types;
+mod warming;
 
 pub use admission::{DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE};
 pub use callbacks::{

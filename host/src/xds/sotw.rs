@@ -11,7 +11,7 @@ use nebucloud_xds_proto::envoy::service::discovery::v3::{
     DiscoveryRequest, DiscoveryResponse, Resource as WrappedResource,
 };
 use nebucloud_xds_proto::google::protobuf::Any;
-use nebucloud_xds_proto::type_url::{CLUSTER, RESOURCE_WRAPPER};
+use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT, RESOURCE_WRAPPER};
 use prost::Message;
 use tonic::Status;
 
@@ -22,6 +22,7 @@ use super::limits::MAX_CLIENT_VERSION_BYTES;
 use super::nack::Nack;
 use super::subscription::{SubscriptionChange, SubscriptionState};
 use super::types::{is_full_state, is_known, push_rank};
+use super::warming;
 
 /// The resources of `type_url` that `sub` covers, and the version of exactly that selection.
 pub(crate) fn select(
@@ -184,6 +185,22 @@ impl SotwStream {
         Some((version, resources))
     }
 
+    /// The endpoints in `names` sent again for clusters that warm, at the version the client
+    /// holds, since nothing in them changed (per-name types may be sent in part).
+    fn endpoints_again(&mut self, names: &[String]) -> Option<DiscoveryResponse> {
+        let (set, st) = (self.set.as_ref()?, self.types.get(ENDPOINT)?);
+        let held = st
+            .holds
+            .clone()
+            .filter(|h| st.selected.as_ref() == Some(h))?;
+        let resources = warming::endpoints(set, &st.sub, names, |_| true);
+        if resources.is_empty() {
+            return None;
+        }
+        warming::count_resent("sotw", resources.len());
+        Some(self.response(ENDPOINT, &held, &resources, false))
+    }
+
     fn stale_clusters(&self, old: &ResourceSet) -> Vec<Arc<Resource>> {
         let (Some(new), Some(st)) = (self.set.as_ref(), self.types.get(CLUSTER)) else {
             return Vec::new();
@@ -304,10 +321,21 @@ impl StreamProtocol for SotwStream {
         };
         let mut out = Vec::new();
         let mut final_cds = None;
+        let mut rewarm = Vec::new();
         for type_url in order {
             let Some((version, resources)) = self.next_for(&type_url, None) else {
+                // Endpoints unchanged: those of changed clusters go again all the same.
+                if type_url == ENDPOINT && !rewarm.is_empty() {
+                    out.extend(self.endpoints_again(&rewarm));
+                }
                 continue;
             };
+            // Clusters that changed warm again on ADS: their endpoints go again (`warming`).
+            if let (CLUSTER, Some(old), Scope::Aggregated) = (&*type_url, &old, self.ctx.scope) {
+                if self.types.contains_key(ENDPOINT) {
+                    rewarm = warming::changed_since(old, &resources);
+                }
+            }
             if type_url == CLUSTER && !stale.is_empty() && self.types.len() > 1 {
                 let mut keep = resources.clone();
                 keep.extend(stale.iter().cloned());

@@ -14,6 +14,7 @@ use super::test_support::{
     Scripted, OTHER_THING, THING,
 };
 use super::types::short_name;
+mod warming;
 
 /// A request as a row writes it.
 #[derive(Default)]

@@ -10,7 +10,7 @@ use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::envoy::service::discovery::v3::{DiscoveryResponse, Resource as Wrapped};
 use nebucloud_xds_proto::google::protobuf::Any;
 use nebucloud_xds_proto::google::rpc::Status as RpcStatus;
-use nebucloud_xds_proto::type_url::RESOURCE_WRAPPER;
+use nebucloud_xds_proto::type_url::{CLUSTER, RESOURCE_WRAPPER};
 use prost::Message;
 use tonic::Code;
 
@@ -370,6 +370,9 @@ fn check_record<P: Scripted>(
 /// type is not the response's says so.
 pub(super) fn sotw_resources(got: &DiscoveryResponse) -> Vec<String> {
     let body = |a: &Any| match String::from_utf8_lossy(&a.value) {
+        _ if a.type_url == CLUSTER && super::warming::tests::shown(&a.value).is_some() => {
+            super::warming::tests::shown(&a.value).unwrap_or_default()
+        }
         text if a.type_url == got.type_url => text.into_owned(),
         text => format!("{text} [as {}]", a.type_url),
     };

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use nebucloud_xds::{Resource, ResourceSet};
 use nebucloud_xds_guest::build::{
-    ads, api_config_source, envoy_http_listener, ApiType, EdsCluster, LoadAssignment, RouteConfig,
-    RouteRule, RouteSource, VirtualHostSpec,
+    ads, api_config_source, duration, envoy_http_listener, ApiType, EdsCluster, LoadAssignment,
+    RouteConfig, RouteRule, RouteSource, VirtualHostSpec,
 };
 use nebucloud_xds_guest::proto::envoy::config::core::v3::ConfigSource;
 use nebucloud_xds_proto::type_url;
@@ -182,4 +182,121 @@ async fn envoy_sotw_per_type_gets_config_routes_traffic_and_takes_updates() {
 #[tokio::test]
 async fn envoy_delta_per_type_gets_config_routes_traffic_and_takes_updates() {
     envoy_gets_config_routes_traffic_and_takes_updates(XdsMode::DeltaPerType).await;
+}
+
+/// `http_mesh` with one cluster, `backend`, whose connect timeout is `connect_timeout` and
+/// whose endpoint source never times out: a cluster Envoy keeps warming stays warming.
+fn one_cluster_mesh(mode: XdsMode, port: u16, backend: u16, connect_timeout: u64) -> ResourceSet {
+    let mut src = config_source(mode);
+    // Zero turns Envoy's initial fetch timeout off: without it, Envoy gives up waiting for the
+    // endpoints after 15 s and uses its cached copy, which hides a server that never answers.
+    src.initial_fetch_timeout = Some(duration(Duration::ZERO));
+    let route = RouteConfig::new("local_route")
+        .virtual_host(VirtualHostSpec::new("all").route(RouteRule::to_cluster("/", "backend")))
+        .build();
+    let listener = envoy_http_listener(
+        "ingress",
+        "127.0.0.1",
+        port,
+        RouteSource::rds(src.clone(), "local_route"),
+    );
+    let cluster = EdsCluster::new("backend")
+        .eds_config(src)
+        .connect_timeout(Duration::from_secs(connect_timeout))
+        .build();
+    let cla = LoadAssignment::new("backend")
+        .endpoint("127.0.0.1", backend)
+        .build();
+    ResourceSet::new(vec![
+        Resource::from_message("ingress", &listener),
+        Resource::from_message("local_route", &route),
+        Resource::from_message("backend", &cluster),
+        Resource::from_message("backend", &cla),
+    ])
+    .unwrap()
+}
+
+/// The connect timeout of the active cluster `name` in Envoy's config dump, when no cluster is
+/// warming.
+fn settled_connect_timeout(dump: &Value, name: &str) -> Option<String> {
+    let clusters = dump["configs"]
+        .as_array()?
+        .iter()
+        .find(|c| c.get("dynamic_active_clusters").is_some())?;
+    if clusters["dynamic_warming_clusters"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty())
+    {
+        return None;
+    }
+    clusters["dynamic_active_clusters"]
+        .as_array()?
+        .iter()
+        .find(|c| c["cluster"]["name"] == name)
+        .and_then(|c| c["cluster"]["connect_timeout"].as_str())
+        .map(str::to_owned)
+}
+
+/// A cluster that changes while its endpoints do not: Envoy warms the new cluster and asks for
+/// its endpoints again, at the version it already holds. The server must answer that request
+/// (the spec: "management server is expected to provide the EDS/RDS updates during warming"),
+/// or the new cluster waits out Envoy's initial fetch timeout, here turned off.
+async fn envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(mode: XdsMode) {
+    let server = TestServer::start().await;
+    let b1 = HttpBackend::start("b1").await.unwrap();
+    let port = free_port();
+    let node = format!("envoy-warming-{mode:?}");
+    server
+        .cache
+        .set(&node, one_cluster_mesh(mode, port, b1.port(), 1));
+    let envoy = Envoy::start(server.addr.port(), &node, mode).await.unwrap();
+    let body = wait_until(WAIT, POLL, async || {
+        Envoy::ok_body(port, "/").await.map(Some)
+    })
+    .await;
+    assert_eq!(
+        body.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
+        "b1"
+    );
+    let dump = envoy.config_dump().await.unwrap();
+    assert_eq!(
+        settled_connect_timeout(&dump, "backend").as_deref(),
+        Some("1s")
+    );
+
+    server
+        .cache
+        .set(&node, one_cluster_mesh(mode, port, b1.port(), 3));
+    let settled = wait_until(WAIT, POLL, async || {
+        let dump = envoy.config_dump().await?;
+        Ok(settled_connect_timeout(&dump, "backend").filter(|t| t == "3s"))
+    })
+    .await;
+    settled.unwrap_or_else(|e| {
+        panic!(
+            "the changed cluster never left warming: {e}\n{}",
+            envoy.log_tail()
+        )
+    });
+    assert_eq!(Envoy::ok_body(port, "/").await.unwrap(), "b1");
+}
+
+#[tokio::test]
+async fn envoy_sotw_ads_takes_a_changed_cluster_whose_endpoints_did_not_change() {
+    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::SotwAds).await;
+}
+
+#[tokio::test]
+async fn envoy_delta_ads_takes_a_changed_cluster_whose_endpoints_did_not_change() {
+    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::DeltaAds).await;
+}
+
+#[tokio::test]
+async fn envoy_sotw_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change() {
+    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::SotwPerType).await;
+}
+
+#[tokio::test]
+async fn envoy_delta_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change() {
+    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::DeltaPerType).await;
 }

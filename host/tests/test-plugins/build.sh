@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the hot-reload test plugins into OUT_DIR: tagger_v1.wasm … tagger_v3.wasm, each
-# stamping its own version on the route tables it touches; and printer.wasm, which writes to
+# stamping its own version on the route tables it touches (and, with the config
+# `{ clusters = true }`, on clusters); and printer.wasm, which writes to
 # stdout and stderr; reader.wasm, whose result depends on some node fields only; legacy.wasm,
 # built against contract 0.1.0.
 set -euo pipefail
