@@ -2,7 +2,7 @@
 //!
 //! Pure, synchronous state like `sotw.rs`; the async shell in `stream.rs` drives it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
@@ -17,67 +17,17 @@ use crate::cache::{combined_version, Resource, ResourceSet};
 
 use super::context::{pb_duration, serves, Scope, StreamContext, StreamProtocol};
 use super::nack::Nack;
-use super::subscription::SubscriptionState;
 use super::types::{push_rank, removal_deferred};
 use super::warming;
 
-/// Per type: the subscription and what the client holds.
-#[derive(Debug, Default)]
-struct DeltaType {
-    sub: SubscriptionState,
-    /// Name → version of every resource the client holds (told by us, or by the client in
-    /// `initial_resource_versions`).
-    held: HashMap<String, String>,
-    /// Bytes of `held` that the client announced in `initial_resource_versions` and that are
-    /// not yet reconciled with the group's resources (counted by `max_names_bytes`).
-    announced: usize,
-    /// Subscribed names that do not exist and that the client was told so.
-    told_absent: BTreeSet<String>,
-    nonce: Option<String>,
-    sent_version: Option<String>,
-    /// The first request still awaits an answer (a wildcard one is answered even if empty).
-    first_unanswered: bool,
-    /// Whether resources with a TTL were sent (heartbeats may be due).
-    has_ttl: bool,
-}
-
-impl DeltaType {
-    /// Forgets what the subscription no longer covers: the client drops it.
-    fn forget_uncovered(&mut self) {
-        if self.sub.is_wildcard() {
-            return;
-        }
-        let DeltaType {
-            sub,
-            held,
-            announced,
-            ..
-        } = self;
-        held.retain(|name, version| {
-            let keep = sub.covers(name);
-            if !keep {
-                *announced = announced.saturating_sub(name.len() + version.len());
-            }
-            keep
-        });
-    }
-
-    /// Forgets `name`: the client no longer holds it (and, if it had announced it, its
-    /// bytes are no longer held).
-    fn forget(&mut self, name: &str) {
-        if let Some(version) = self.held.remove(name) {
-            self.announced = self.announced.saturating_sub(name.len() + version.len());
-        }
-    }
-}
+mod held;
+use held::DeltaType;
 
 /// What one type's diff holds.
 #[derive(Default)]
 struct Diff {
     changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
-    /// Clusters among `changed` the client held in another version: they warm (`warming`).
-    replaced_clusters: Vec<Arc<Resource>>,
 }
 
 /// The delta protocol state of one stream.
@@ -86,6 +36,7 @@ pub(crate) struct DeltaStream {
     ctx: StreamContext,
     set: Option<Arc<ResourceSet>>,
     types: BTreeMap<String, DeltaType>,
+    rewarm: warming::Rewarm,
 }
 
 impl DeltaStream {
@@ -106,13 +57,15 @@ impl DeltaStream {
             ..
         } = &mut *st;
         let mut diff = Diff::default();
+        let mut replaced = Vec::new();
         let mut consider = |r: &Arc<Resource>| {
             if held.get(r.name()).map(String::as_str) != Some(r.version()) {
                 let before = held.insert(r.name().to_owned(), r.version().to_owned());
                 told_absent.remove(r.name());
                 diff.changed.push(Arc::clone(r));
                 if type_url == CLUSTER && before.is_some() {
-                    diff.replaced_clusters.push(Arc::clone(r));
+                    // A cluster the client held in another version warms (`warming`).
+                    replaced.push(Arc::clone(r));
                 }
             }
         };
@@ -148,6 +101,7 @@ impl DeltaStream {
             }
         }
         diff.removed.sort_unstable();
+        self.rewarm.clusters_replaced(&replaced);
         // Everything the client announced is now reconciled with the set: what it still
         // holds is what the set has.
         self.ctx.release_bytes(std::mem::take(&mut st.announced));
@@ -189,6 +143,8 @@ impl DeltaStream {
         self.ctx.record.sent(type_url, &version, &nonce);
         if let Some(st) = self.types.get_mut(type_url) {
             st.has_ttl |= ttl && changed.iter().any(|r| r.ttl().is_some());
+            // A heartbeat is no new version: a rejection of the last one still stands.
+            st.rejected &= heartbeat;
             st.nonce = Some(nonce.clone());
             st.sent_version = Some(version.clone());
         }
@@ -202,17 +158,44 @@ impl DeltaStream {
         }
     }
 
-    /// The endpoints in `names` that the client holds unchanged and subscribes to, which the
-    /// clusters being replaced wait for (see `warming`).
-    fn endpoints_again(&self, names: &[String], changed: &[Arc<Resource>]) -> Vec<Arc<Resource>> {
+    /// The endpoints owed to clusters that warm (see `warming`) that the client holds
+    /// unchanged, subscribes to and does not get in `sent` already; none after a rejection.
+    fn owed_endpoints(&mut self, sent: &[Arc<Resource>]) -> Vec<Arc<Resource>> {
         let (Some(set), Some(st)) = (self.set.as_ref(), self.types.get(ENDPOINT)) else {
             return Vec::new();
         };
-        let in_diff: HashSet<&str> = changed.iter().map(|r| r.name()).collect();
-        warming::endpoints(set, &st.sub, names, |r| {
+        if st.rejected || !self.rewarm.owes() {
+            return Vec::new();
+        }
+        let in_diff: HashSet<&str> = sent.iter().map(|r| r.name()).collect();
+        let names = self.rewarm.take();
+        let again = warming::endpoints(set, &st.sub, &names, |r| {
             !in_diff.contains(r.name())
                 && st.held.get(r.name()).map(String::as_str) == Some(r.version())
-        })
+        });
+        warming::count_resent("delta", again.len());
+        again
+    }
+
+    /// `type_url`'s diff, with the endpoints owed to warming clusters added to an endpoints
+    /// diff, or after a clusters diff returned apart to go right after it (unless the caller
+    /// diffs endpoints next: `endpoints_follow`).
+    fn diff_and_owed(
+        &mut self,
+        type_url: &str,
+        endpoints_follow: bool,
+    ) -> (Option<Diff>, Vec<Arc<Resource>>) {
+        let mut diff = self.diff(type_url);
+        if type_url != ENDPOINT && (type_url != CLUSTER || endpoints_follow) {
+            return (diff, Vec::new());
+        }
+        let sent = diff.as_ref().filter(|_| type_url == ENDPOINT);
+        let again = self.owed_endpoints(sent.map_or(&[][..], |d| &d.changed));
+        if type_url == CLUSTER || again.is_empty() {
+            return (diff, again);
+        }
+        diff.get_or_insert_with(Diff::default).changed.extend(again);
+        (diff, Vec::new())
     }
 
     fn ttl_resources(&self, type_url: &str) -> Vec<Arc<Resource>> {
@@ -242,10 +225,12 @@ impl StreamProtocol for DeltaStream {
     }
 
     fn new(ctx: StreamContext, set: Option<Arc<ResourceSet>>) -> Self {
+        let rewarm = warming::Rewarm::new(ctx.scope == Scope::Aggregated);
         DeltaStream {
             ctx,
             set,
             types: BTreeMap::new(),
+            rewarm,
         }
     }
 
@@ -278,6 +263,7 @@ impl StreamProtocol for DeltaStream {
 
         if !first && !req.response_nonce.is_empty() {
             if st.nonce.as_deref() == Some(req.response_nonce.as_str()) {
+                st.rejected = req.error_detail.is_some();
                 match &req.error_detail {
                     Some(err) => self.ctx.record.nacked(
                         &type_url,
@@ -319,37 +305,30 @@ impl StreamProtocol for DeltaStream {
             st.forget_uncovered();
         }
         self.ctx.hold_bytes(before, st.sub.bytes() + st.announced)?;
-        Ok(self
-            .diff(&type_url)
-            .map(|d| vec![self.response(&type_url, &d.changed, d.removed, false)])
-            .unwrap_or_default())
+        let (diff, again) = self.diff_and_owed(&type_url, false);
+        let mut out = Vec::new();
+        if let Some(d) = diff {
+            out.push(self.response(&type_url, &d.changed, d.removed, false));
+        }
+        if !again.is_empty() {
+            out.push(self.response(ENDPOINT, &again, Vec::new(), false));
+        }
+        Ok(out)
     }
 
     fn on_update(&mut self, set: Option<Arc<ResourceSet>>) -> Vec<DeltaDiscoveryResponse> {
         self.set = set;
+        self.rewarm.updating(None);
         let mut order: Vec<String> = self.types.keys().cloned().collect();
         order.sort_by_key(|t| (push_rank(t), t.clone()));
         let aggregated = self.ctx.scope == Scope::Aggregated;
         let mut out = Vec::new();
         let mut deferred = Vec::new();
-        let mut rewarm: Vec<String> = Vec::new();
         for type_url in order {
-            let mut diff = self.diff(&type_url);
-            if type_url == ENDPOINT && !rewarm.is_empty() {
-                // Endpoints of replaced clusters go again, changed or not.
-                let changed = diff.as_ref().map_or(&[][..], |d| &d.changed[..]);
-                let again = self.endpoints_again(&rewarm, changed);
-                if !again.is_empty() {
-                    warming::count_resent("delta", again.len());
-                    diff.get_or_insert_with(Diff::default).changed.extend(again);
-                }
-            }
-            let Some(mut diff) = diff else {
+            // Endpoints owed to clusters that warm join the endpoints diff, after the clusters.
+            let Some(mut diff) = self.diff_and_owed(&type_url, true).0 else {
                 continue;
             };
-            if aggregated && type_url == CLUSTER {
-                rewarm = warming::endpoint_names(&diff.replaced_clusters);
-            }
             // Make before break: removals of clusters and endpoints go last on ADS.
             if aggregated && removal_deferred(&type_url) && !diff.removed.is_empty() {
                 deferred.push((type_url.clone(), std::mem::take(&mut diff.removed)));

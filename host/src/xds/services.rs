@@ -52,9 +52,9 @@ use super::csds::Csds;
 use super::delta::DeltaStream;
 use super::router::{RoutesBuilder, XdsRoutes};
 use super::shared::Shared;
-use super::sotw::{select, SotwStream};
+use super::sotw::SotwStream;
 use super::stream::{serve, Caller, ResponseStream};
-use super::subscription::SubscriptionState;
+use super::subscription::{select, SubscriptionState};
 
 /// One door: a scope (ADS, or one type) over the shared server state.
 #[derive(Clone)]

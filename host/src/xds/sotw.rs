@@ -15,41 +15,14 @@ use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT, RESOURCE_WRAPPER};
 use prost::Message;
 use tonic::Status;
 
-use crate::cache::{combined_version, Resource, ResourceSet};
+use crate::cache::{Resource, ResourceSet};
 
 use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
 use super::limits::MAX_CLIENT_VERSION_BYTES;
 use super::nack::Nack;
-use super::subscription::{SubscriptionChange, SubscriptionState};
+use super::subscription::{select, version_of, SubscriptionChange, SubscriptionState};
 use super::types::{is_full_state, is_known, push_rank};
 use super::warming;
-
-/// The resources of `type_url` that `sub` covers, and the version of exactly that selection.
-pub(crate) fn select(
-    set: &ResourceSet,
-    type_url: &str,
-    sub: &SubscriptionState,
-) -> (String, Vec<Arc<Resource>>) {
-    let Some(of_type) = set.of_type(type_url) else {
-        return (combined_version([]), Vec::new());
-    };
-    if sub.is_wildcard() {
-        return (
-            of_type.version().to_owned(),
-            of_type.iter().cloned().collect(),
-        );
-    }
-    let chosen: Vec<Arc<Resource>> = sub
-        .names()
-        .iter()
-        .filter_map(|n| of_type.get(n).cloned())
-        .collect();
-    (version_of(&chosen), chosen)
-}
-
-fn version_of(resources: &[Arc<Resource>]) -> String {
-    combined_version(resources.iter().map(|r| (r.name(), r.version())))
-}
 
 /// Per type: the subscription and what was last sent.
 #[derive(Debug, Default)]
@@ -69,6 +42,8 @@ struct SotwType {
     client_version: Option<String>,
     /// Whether the last response carried resources with a TTL (heartbeats due).
     has_ttl: bool,
+    /// Whether the client rejected the last response.
+    rejected: bool,
 }
 
 /// The State-of-the-World protocol state of one stream.
@@ -77,6 +52,7 @@ pub(crate) struct SotwStream {
     ctx: StreamContext,
     set: Option<Arc<ResourceSet>>,
     types: BTreeMap<String, SotwType>,
+    rewarm: warming::Rewarm,
 }
 
 impl SotwStream {
@@ -90,7 +66,7 @@ impl SotwStream {
     ) -> DiscoveryResponse {
         let wrap = self.ctx.ttl && self.ctx.resource_in_sotw;
         let mut has_ttl = false;
-        let resources = resources
+        let encoded = resources
             .iter()
             .map(|r| match r.ttl() {
                 Some(ttl) if wrap => {
@@ -116,11 +92,19 @@ impl SotwStream {
         st.nonce = Some(nonce.clone());
         st.sent_version = Some(version.to_owned());
         st.holds = Some(version.to_owned());
-        st.client_version = None;
+        let announced = st.client_version.take().is_some();
         st.has_ttl = has_ttl;
+        // A heartbeat is no new version: a rejection of the last one still stands.
+        st.rejected &= heartbeat;
+        match type_url {
+            CLUSTER if !heartbeat => self.rewarm.clusters_sent(resources, announced),
+            // Any endpoints response carries those of the clusters that warm, or is them.
+            ENDPOINT if !heartbeat => drop(self.rewarm.take()),
+            _ => {}
+        }
         DiscoveryResponse {
             version_info: version.to_owned(),
-            resources,
+            resources: encoded,
             type_url: type_url.to_owned(),
             nonce,
             ..DiscoveryResponse::default()
@@ -185,20 +169,31 @@ impl SotwStream {
         Some((version, resources))
     }
 
-    /// The endpoints in `names` sent again for clusters that warm, at the version the client
-    /// holds, since nothing in them changed (per-name types may be sent in part).
-    fn endpoints_again(&mut self, names: &[String]) -> Option<DiscoveryResponse> {
+    /// The endpoints owed to clusters that warm (see `warming`), at the version the client
+    /// holds, since nothing in them changed (per-name types may be sent in part). Kept owed
+    /// while the client holds no endpoints this stream can vouch for.
+    fn owed_endpoints(&mut self) -> Option<DiscoveryResponse> {
         let (set, st) = (self.set.as_ref()?, self.types.get(ENDPOINT)?);
-        let held = st
-            .holds
-            .clone()
-            .filter(|h| st.selected.as_ref() == Some(h))?;
-        let resources = warming::endpoints(set, &st.sub, names, |_| true);
+        let held = (st.holds.as_ref()).filter(|h| !st.rejected && st.selected.as_ref() == Some(h));
+        let (Some(held), true) = (held.cloned(), self.rewarm.owes()) else {
+            return None;
+        };
+        let (names, had_ttl) = (self.rewarm.take(), st.has_ttl);
+        // A wildcard subscription reads each response as the full state: it gets all of it.
+        let resources = match st.sub.is_wildcard() {
+            true => select(set, ENDPOINT, &st.sub).1,
+            false => warming::endpoints(set, &st.sub, &names, |_| true),
+        };
         if resources.is_empty() {
             return None;
         }
         warming::count_resent("sotw", resources.len());
-        Some(self.response(ENDPOINT, &held, &resources, false))
+        let response = self.response(ENDPOINT, &held, &resources, false);
+        if let Some(st) = self.types.get_mut(ENDPOINT) {
+            // Only some of the endpoints: the others' TTLs still need heartbeats.
+            st.has_ttl |= had_ttl;
+        }
+        Some(response)
     }
 
     fn stale_clusters(&self, old: &ResourceSet) -> Vec<Arc<Resource>> {
@@ -231,10 +226,12 @@ impl StreamProtocol for SotwStream {
     }
 
     fn new(ctx: StreamContext, set: Option<Arc<ResourceSet>>) -> Self {
+        let rewarm = warming::Rewarm::new(ctx.scope == Scope::Aggregated);
         SotwStream {
             ctx,
             set,
             types: BTreeMap::new(),
+            rewarm,
         }
     }
 
@@ -281,6 +278,7 @@ impl StreamProtocol for SotwStream {
         if answers {
             // The nonce is ours, so the version the client accepted or rejected is the one we
             // sent with it: nothing the client wrote is stored unbounded.
+            st.rejected = req.error_detail.is_some();
             match &req.error_detail {
                 Some(err) => self.ctx.record.nacked(
                     &type_url,
@@ -302,14 +300,19 @@ impl StreamProtocol for SotwStream {
         self.ctx.hold_bytes(before, st.sub.bytes())?;
         // A NACK is never answered with the rejected payload: unless the subscription asks for
         // something new, `next_for` finds the version unchanged and sends nothing.
-        Ok(self
-            .next_for(&type_url, Some(&change))
-            .map(|(v, r)| vec![self.response(&type_url, &v, &r, false)])
-            .unwrap_or_default())
+        let mut out: Vec<DiscoveryResponse> = (self.next_for(&type_url, Some(&change)))
+            .map(|(v, r)| self.response(&type_url, &v, &r, false))
+            .into_iter()
+            .collect();
+        if type_url == CLUSTER || type_url == ENDPOINT {
+            out.extend(self.owed_endpoints());
+        }
+        Ok(out)
     }
 
     fn on_update(&mut self, set: Option<Arc<ResourceSet>>) -> Vec<DiscoveryResponse> {
         let old = std::mem::replace(&mut self.set, set);
+        self.rewarm.updating(old.clone());
         let mut order: Vec<String> = self.types.keys().cloned().collect();
         order.sort_by_key(|t| (push_rank(t), t.clone()));
         // Make before break: on an aggregated stream, clusters that disappear are kept in the
@@ -321,21 +324,14 @@ impl StreamProtocol for SotwStream {
         };
         let mut out = Vec::new();
         let mut final_cds = None;
-        let mut rewarm = Vec::new();
         for type_url in order {
             let Some((version, resources)) = self.next_for(&type_url, None) else {
-                // Endpoints unchanged: those of changed clusters go again all the same.
-                if type_url == ENDPOINT && !rewarm.is_empty() {
-                    out.extend(self.endpoints_again(&rewarm));
+                // Endpoints unchanged: those of clusters that warm go again all the same.
+                if type_url == ENDPOINT {
+                    out.extend(self.owed_endpoints());
                 }
                 continue;
             };
-            // Clusters that changed warm again on ADS: their endpoints go again (`warming`).
-            if let (CLUSTER, Some(old), Scope::Aggregated) = (&*type_url, &old, self.ctx.scope) {
-                if self.types.contains_key(ENDPOINT) {
-                    rewarm = warming::changed_since(old, &resources);
-                }
-            }
             if type_url == CLUSTER && !stale.is_empty() && self.types.len() > 1 {
                 let mut keep = resources.clone();
                 keep.extend(stale.iter().cloned());
@@ -347,6 +343,8 @@ impl StreamProtocol for SotwStream {
                 out.push(self.response(&type_url, &version, &resources, false));
             }
         }
+        // Before the final clusters: they changed nothing the first ones did not.
+        self.rewarm.updated(self.set.is_some());
         if let Some((version, resources)) = final_cds {
             out.push(self.response(CLUSTER, &version, &resources, false));
         }
@@ -369,7 +367,8 @@ impl StreamProtocol for SotwStream {
         let due: Vec<String> = self
             .types
             .iter()
-            .filter(|(_, t)| t.has_ttl)
+            // A rejected version is not heartbeaten: it would resend what the client refused.
+            .filter(|(_, t)| t.has_ttl && !t.rejected)
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::new();

@@ -1,6 +1,9 @@
 //! What one stream has subscribed to for one type: wildcard (explicit `*` or legacy), names.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::cache::{combined_version, Resource, ResourceSet};
 
 /// The explicit wildcard name.
 pub(crate) const WILDCARD: &str = "*";
@@ -131,6 +134,33 @@ impl SubscriptionState {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// The resources of `type_url` that `sub` covers, and the version of exactly that selection.
+pub(crate) fn select(
+    set: &ResourceSet,
+    type_url: &str,
+    sub: &SubscriptionState,
+) -> (String, Vec<Arc<Resource>>) {
+    let Some(of_type) = set.of_type(type_url) else {
+        return (combined_version([]), Vec::new());
+    };
+    if sub.is_wildcard() {
+        return (
+            of_type.version().to_owned(),
+            of_type.iter().cloned().collect(),
+        );
+    }
+    let chosen: Vec<Arc<Resource>> = sub
+        .names()
+        .iter()
+        .filter_map(|n| of_type.get(n).cloned())
+        .collect();
+    (version_of(&chosen), chosen)
+}
+
+pub(crate) fn version_of(resources: &[Arc<Resource>]) -> String {
+    combined_version(resources.iter().map(|r| (r.name(), r.version())))
 }
 
 #[cfg(test)]

@@ -9,10 +9,14 @@
 //! copy. The xDS spec puts this on the server: "Management server is expected to provide the
 //! EDS/RDS updates during warming". So after a response that changes clusters a client held,
 //! an aggregated stream sends those clusters' endpoints again, changed or not (as Istio does).
+//! The same holds on a reconnect when the clusters changed while the client was away: the
+//! endpoints are owed ([`Rewarm`]) until the client says which it holds, then sent. They are
+//! not sent after the client rejected its last endpoints: not under a version it refused.
 //!
 //! Per-type streams need nothing: the new cluster's endpoints come over a subscription of its
 //! own, which is answered as any first request.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use nebucloud_xds_proto::envoy::config::cluster::v3::cluster::DiscoveryType;
@@ -104,8 +108,82 @@ pub(crate) fn endpoints(
         .collect()
 }
 
+/// What an aggregated stream owes the clusters Envoy warms: the names of their endpoints, to
+/// send again once the client holds endpoints the stream can resend. Kept until the end of the
+/// next update at most, so that a cluster replaced before the client asked for endpoints on
+/// this stream (a reconnect) is served as one replaced by an update, and never more names than
+/// one update or one request replaced.
+#[derive(Debug, Default)]
+pub(crate) struct Rewarm {
+    aggregated: bool,
+    /// SotW, during an update: the set the clusters are compared with. Kept across an update
+    /// that leaves the stream without a set (its group recreated), dropped after the next.
+    before: Option<Arc<ResourceSet>>,
+    owed: BTreeSet<String>,
+}
+
+impl Rewarm {
+    /// Owes nothing, ever, unless `aggregated`.
+    pub(crate) fn new(aggregated: bool) -> Self {
+        Rewarm {
+            aggregated,
+            ..Rewarm::default()
+        }
+    }
+
+    /// An update begins, replacing `old` (SotW: the stream's set until now; Delta: `None`).
+    /// What is still owed from before was for a moment that has passed: it is dropped.
+    pub(crate) fn updating(&mut self, old: Option<Arc<ResourceSet>>) {
+        self.owed.clear();
+        if self.aggregated && old.is_some() {
+            self.before = old;
+        }
+    }
+
+    /// The update is done; `has_set`: the stream has a set now.
+    pub(crate) fn updated(&mut self, has_set: bool) {
+        if has_set {
+            self.before = None;
+        }
+    }
+
+    /// SotW: a Cluster response of `sent` went out. Those that changed since the set before the
+    /// update warm; outside an update (a first request), all of them do if the client
+    /// `announced` it held clusters from an earlier stream.
+    pub(crate) fn clusters_sent(&mut self, sent: &[Arc<Resource>], announced: bool) {
+        if !self.aggregated {
+            return;
+        }
+        match &self.before {
+            Some(before) => self.owed.extend(changed_since(before, sent)),
+            None if announced => self.owed.extend(endpoint_names(sent)),
+            None => {}
+        }
+    }
+
+    /// Delta: these clusters replaced versions the client held.
+    pub(crate) fn clusters_replaced(&mut self, replaced: &[Arc<Resource>]) {
+        if self.aggregated && !replaced.is_empty() {
+            self.owed.extend(endpoint_names(replaced));
+        }
+    }
+
+    /// Whether endpoints are owed.
+    pub(crate) fn owes(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
+    /// The names owed, forgotten here.
+    pub(crate) fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.owed).into_iter().collect()
+    }
+}
+
 /// Counts the endpoints sent again for warming clusters.
 pub(crate) fn count_resent(mode: &'static str, resources: usize) {
+    if resources == 0 {
+        return;
+    }
     metrics::counter!("xds_warming_endpoints_resent_total", "mode" => mode)
         .increment(resources as u64);
 }

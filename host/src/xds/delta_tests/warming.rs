@@ -3,10 +3,10 @@
 use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::super::delta::DeltaStream;
-use super::super::test_support::Step::{Request, Update};
+use super::super::test_support::Step::{Reconnect, Request, Update};
 use super::super::test_support::{ads, res, table};
 use super::super::warming::tests::eds_cluster;
-use super::{ack, delta, sub, NOTHING};
+use super::{ack, delta, nack, sub, Initial, NOTHING};
 
 table! { DeltaStream;
     /// No gRPC test: Envoy warms a replaced EDS cluster and, already subscribed, asks for
@@ -55,5 +55,29 @@ table! { DeltaStream;
             res(ENDPOINT, "web", "web-eps"),
             res(ENDPOINT, "db", "db-eps"),
         ], vec![delta(CLUSTER, &["db"], &[])]),
+    ]
+
+    /// No gRPC test: clusters replaced while the client was away warm as well.
+    delta_a_reconnecting_client_gets_the_endpoints_of_clusters_replaced_meanwhile:
+    ads(vec![eds_cluster("web", "", "v1"), res(ENDPOINT, "web", "web-eps")]) => [
+        Request(sub(CLUSTER, &[], &[]), vec![delta(CLUSTER, &["web"], &[])]),
+        Request(sub(ENDPOINT, &["web"], &[]), vec![delta(ENDPOINT, &["web"], &[])]),
+        Reconnect,
+        Update(vec![eds_cluster("web", "", "v2"), res(ENDPOINT, "web", "web-eps")], NOTHING),
+        Request(sub(CLUSTER, &[], &[]).initial(Initial::HeldFrom(1)),
+            vec![delta(CLUSTER, &["web"], &[])]),
+        Request(sub(ENDPOINT, &["web"], &[]).initial(Initial::HeldFrom(2)),
+            vec![delta(ENDPOINT, &["web"], &[]).versions_as(2)]),
+    ]
+
+    /// No gRPC test: after a rejection the endpoints are not sent again.
+    delta_endpoints_the_client_rejected_are_not_sent_again_for_a_replaced_cluster:
+    ads(vec![eds_cluster("web", "", "v1"), res(ENDPOINT, "web", "web-eps")]) => [
+        Request(sub(CLUSTER, &[], &[]), vec![delta(CLUSTER, &["web"], &[])]),
+        Request(ack(1, CLUSTER), NOTHING),
+        Request(sub(ENDPOINT, &["web"], &[]), vec![delta(ENDPOINT, &["web"], &[])]),
+        Request(nack(2, ENDPOINT, "web: bad endpoint"), NOTHING),
+        Update(vec![eds_cluster("web", "", "v2"), res(ENDPOINT, "web", "web-eps")],
+            vec![delta(CLUSTER, &["web"], &[])]),
     ]
 }
