@@ -10,8 +10,7 @@ use nebucloud_xds::plugins::{EngineOptions, PluginEngine};
 /// failure is the error `serve` would stop on.
 pub(crate) async fn check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    let engine =
-        PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let engine = PluginEngine::new(EngineOptions::once()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     if let Some(tls) = &config.xds.tls {
         tls.check()?;
     }

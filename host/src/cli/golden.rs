@@ -35,7 +35,7 @@ pub(crate) fn test(
     update: bool,
 ) -> anyhow::Result<()> {
     let (cases, orphans) = find_cases(cases)?;
-    let dry = DryRun::load(config, inputs, EngineOptions::default())?;
+    let dry = DryRun::load(config, inputs, EngineOptions::once())?;
     if !dry.skipped.is_empty() {
         let skipped: Vec<String> = dry.skipped.iter().map(ToString::to_string).collect();
         anyhow::bail!(

@@ -35,7 +35,7 @@ pub(crate) fn run(
     let options = EngineOptions {
         fuel: true,
         profile: profile.is_some(),
-        ..EngineOptions::default()
+        ..EngineOptions::once()
     };
     let dry = DryRun::load(config_path, inputs, options)?;
     for e in &dry.skipped {
@@ -149,8 +149,7 @@ fn named_after(path: &Path, name: &str) -> PathBuf {
 pub(crate) fn check(file: &Path, config: &str) -> anyhow::Result<()> {
     let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let engine =
-        PluginEngine::new(EngineOptions::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let engine = PluginEngine::new(EngineOptions::once()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let name = file
         .file_stem()
         .and_then(|s| s.to_str())

@@ -158,7 +158,7 @@ pub fn bench_plugin(
     let engine = |fuel| {
         PluginEngine::new(EngineOptions {
             fuel,
-            ..EngineOptions::default()
+            ..EngineOptions::once()
         })
         .map_err(BenchError::Engine)
     };

@@ -1,11 +1,14 @@
 //! The one wasmtime engine plugins run on: the component model, the pooling allocator,
-//! epoch interruption for deadlines, and (for measuring) fuel and stack samples.
+//! epoch interruption for deadlines, compiled functions kept between loads, and (for
+//! measuring) fuel and stack samples.
 
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::compile_cache::{CompileCache, CompileCacheStats, MAX_BYTES, MAX_ENTRIES};
 
 /// How often the epoch advances: the granularity of plugin deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -25,6 +28,10 @@ pub struct EngineOptions {
     /// every millisecond, for [`Plugin::finish_profile`](crate::plugins::Plugin::finish_profile).
     /// Each sample walks the stack: on in `plugin run --profile`, never when serving.
     pub profile: bool,
+    /// Keep compiled functions between loads, so that a new build of a plugin compiles only
+    /// what changed (at most 200,000 functions and 128 MiB). On when serving, where plugins
+    /// are reloaded; off for one-shot commands, which load each plugin once.
+    pub keep_compiled: bool,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +40,17 @@ impl Default for EngineOptions {
             fuel: false,
             max_instances: 256,
             profile: false,
+            keep_compiled: true,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// For a command that loads each plugin once: no compiled functions kept.
+    pub fn once() -> Self {
+        EngineOptions {
+            keep_compiled: false,
+            ..EngineOptions::default()
         }
     }
 }
@@ -42,6 +60,7 @@ impl Default for EngineOptions {
 pub struct PluginEngine {
     engine: Engine,
     options: EngineOptions,
+    compiled: Arc<CompileCache>,
     _ticker: Arc<Ticker>,
 }
 
@@ -80,6 +99,10 @@ impl PluginEngine {
             .epoch_interruption(true)
             .consume_fuel(options.fuel)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let compiled = Arc::new(CompileCache::new(MAX_ENTRIES, MAX_BYTES));
+        if options.keep_compiled {
+            config.enable_incremental_compilation(compiled.clone())?;
+        }
         let engine = Engine::new(&config)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let weak = engine.weak();
@@ -100,6 +123,7 @@ impl PluginEngine {
         Ok(PluginEngine {
             engine,
             options,
+            compiled,
             _ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -112,6 +136,12 @@ impl PluginEngine {
     /// The options it was built with.
     pub fn options(&self) -> EngineOptions {
         self.options
+    }
+
+    /// What its cache of compiled functions holds, and how often a load found a function
+    /// there instead of compiling it.
+    pub fn compile_cache(&self) -> CompileCacheStats {
+        self.compiled.stats()
     }
 
     /// How often its epoch advances.

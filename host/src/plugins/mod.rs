@@ -5,6 +5,7 @@
 mod bench;
 mod call;
 mod chain;
+mod compile_cache;
 mod engine;
 mod host;
 mod limits;
@@ -33,6 +34,7 @@ mod bindings {
 
 pub use bench::{bench_plugin, BenchError, BenchOptions, BenchReport, Latency};
 pub use chain::{ChainOutput, PluginChain, PluginRunError};
+pub use compile_cache::CompileCacheStats;
 pub use engine::{EngineOptions, PluginEngine};
 pub use host::{ChainHost, ChainTrial, TrialFuture};
 pub use limits::PluginLimits;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use nebucloud_xds::inputs::StaticInputs;
 use nebucloud_xds::plugins::{EngineOptions, Plugin, PluginChain, PluginEngine, PluginLimits};
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
+use nebucloud_xds_proto::envoy::config::route::v3::RouteConfiguration;
 use nebucloud_xds_proto::type_url;
+use prost::Message;
 
 use crate::support::plugin_wasm;
 
@@ -98,4 +100,46 @@ fn peak_memory_is_the_sum_over_an_instances_memories() {
     assert!(out.is_empty());
     let peak = report.peak_memory;
     assert!(peak > 80 << 20 && peak < 82 << 20, "peak {peak} bytes");
+}
+
+/// A rebuilt plugin whose functions did not change (tagger v1 and v2 differ in a string) is
+/// compiled mostly from the engine's cache of compiled functions, and runs as its own build:
+/// the cache gives back code, never another build's output.
+#[test]
+fn a_rebuilt_plugin_takes_its_unchanged_functions_from_the_compile_cache() {
+    let engine = engine();
+    let mesh = load(&engine, "mesh", serde_json::json!({}));
+    let v1 = load(&engine, "tagger_v1", serde_json::json!({}));
+    let first = engine.compile_cache();
+    assert!(first.entries > 0, "{first:?}");
+    let v2 = load(&engine, "tagger_v2", serde_json::json!({}));
+    let second = engine.compile_cache();
+    let hits = second.hits - first.hits;
+    let looked_up = hits + (second.misses - first.misses);
+    eprintln!("tagger_v2: {hits} of {looked_up} functions from the cache; {second:?}");
+    assert!(
+        hits * 4 >= looked_up * 3,
+        "at least 75% of tagger_v2's functions come from the cache: {hits} of {looked_up}"
+    );
+    let stamp = |plugin: Arc<Plugin>| {
+        let chain = PluginChain::new(vec![Arc::clone(&mesh), plugin]);
+        let out = chain.run(Node::default(), Arc::new(services())).unwrap();
+        let route = out.resources.get(type_url::ROUTE, "ingress").unwrap();
+        let route = RouteConfiguration::decode(route.body().clone()).unwrap();
+        route
+            .virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.response_headers_to_add)
+            .filter_map(|h| h.header.as_ref())
+            .filter(|h| h.key == "x-plugin-version")
+            .map(|h| h.value.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(stamp(v1), ["v1".to_owned()].into());
+    assert_eq!(stamp(v2), ["v2".to_owned()].into());
+
+    // A one-shot engine (plugin check, run, bench) keeps nothing.
+    let once = PluginEngine::new(EngineOptions::once()).unwrap();
+    load(&once, "tagger_v1", serde_json::json!({}));
+    assert_eq!(once.compile_cache().entries, 0);
 }
