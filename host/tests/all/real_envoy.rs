@@ -164,25 +164,37 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
     );
 }
 
-#[tokio::test]
-async fn envoy_sotw_ads_gets_config_routes_traffic_and_takes_updates() {
-    envoy_gets_config_routes_traffic_and_takes_updates(XdsMode::SotwAds).await;
+/// One test per xDS mode for `$run(mode)`, named as given: SotW ADS, Delta ADS, SotW per
+/// type, Delta per type.
+macro_rules! in_every_mode {
+    ($run:ident: $sotw_ads:ident, $delta_ads:ident, $sotw_per_type:ident, $delta_per_type:ident) => {
+        #[tokio::test]
+        async fn $sotw_ads() {
+            $run(XdsMode::SotwAds).await;
+        }
+
+        #[tokio::test]
+        async fn $delta_ads() {
+            $run(XdsMode::DeltaAds).await;
+        }
+
+        #[tokio::test]
+        async fn $sotw_per_type() {
+            $run(XdsMode::SotwPerType).await;
+        }
+
+        #[tokio::test]
+        async fn $delta_per_type() {
+            $run(XdsMode::DeltaPerType).await;
+        }
+    };
 }
 
-#[tokio::test]
-async fn envoy_delta_ads_gets_config_routes_traffic_and_takes_updates() {
-    envoy_gets_config_routes_traffic_and_takes_updates(XdsMode::DeltaAds).await;
-}
-
-#[tokio::test]
-async fn envoy_sotw_per_type_gets_config_routes_traffic_and_takes_updates() {
-    envoy_gets_config_routes_traffic_and_takes_updates(XdsMode::SotwPerType).await;
-}
-
-#[tokio::test]
-async fn envoy_delta_per_type_gets_config_routes_traffic_and_takes_updates() {
-    envoy_gets_config_routes_traffic_and_takes_updates(XdsMode::DeltaPerType).await;
-}
+in_every_mode!(envoy_gets_config_routes_traffic_and_takes_updates:
+    envoy_sotw_ads_gets_config_routes_traffic_and_takes_updates,
+    envoy_delta_ads_gets_config_routes_traffic_and_takes_updates,
+    envoy_sotw_per_type_gets_config_routes_traffic_and_takes_updates,
+    envoy_delta_per_type_gets_config_routes_traffic_and_takes_updates);
 
 /// `http_mesh` with one cluster, `backend`, whose connect timeout is `connect_timeout` and
 /// whose endpoint source never times out: a cluster Envoy keeps warming stays warming.
@@ -281,22 +293,8 @@ async fn envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(mode: XdsM
     assert_eq!(Envoy::ok_body(port, "/").await.unwrap(), "b1");
 }
 
-#[tokio::test]
-async fn envoy_sotw_ads_takes_a_changed_cluster_whose_endpoints_did_not_change() {
-    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::SotwAds).await;
-}
-
-#[tokio::test]
-async fn envoy_delta_ads_takes_a_changed_cluster_whose_endpoints_did_not_change() {
-    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::DeltaAds).await;
-}
-
-#[tokio::test]
-async fn envoy_sotw_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change() {
-    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::SotwPerType).await;
-}
-
-#[tokio::test]
-async fn envoy_delta_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change() {
-    envoy_takes_a_changed_cluster_whose_endpoints_did_not_change(XdsMode::DeltaPerType).await;
-}
+in_every_mode!(envoy_takes_a_changed_cluster_whose_endpoints_did_not_change:
+    envoy_sotw_ads_takes_a_changed_cluster_whose_endpoints_did_not_change,
+    envoy_delta_ads_takes_a_changed_cluster_whose_endpoints_did_not_change,
+    envoy_sotw_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change,
+    envoy_delta_per_type_takes_a_changed_cluster_whose_endpoints_did_not_change);
