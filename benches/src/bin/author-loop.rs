@@ -7,7 +7,7 @@
 //!
 //! `make bench-dev` runs it; `--help` lists the knobs.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// A port free now on 127.0.0.1.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(nx_bench::servers::free_port()?.port())
 }
 
 /// Replaces `path` whole, as a build's final copy does: written beside it, then renamed.

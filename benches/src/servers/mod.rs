@@ -188,7 +188,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// A free loopback port (the seed's server binds by address, not by listener).
-pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }

@@ -177,25 +177,14 @@ impl DeltaStream {
         again
     }
 
-    /// `type_url`'s diff, with the endpoints owed to warming clusters added to an endpoints
-    /// diff, or after a clusters diff returned apart to go right after it (unless the caller
-    /// diffs endpoints next: `endpoints_follow`).
-    fn diff_and_owed(
-        &mut self,
-        type_url: &str,
-        endpoints_follow: bool,
-    ) -> (Option<Diff>, Vec<Arc<Resource>>) {
-        let mut diff = self.diff(type_url);
-        if type_url != ENDPOINT && (type_url != CLUSTER || endpoints_follow) {
-            return (diff, Vec::new());
+    /// An endpoints diff with the endpoints owed to clusters that warm added (`warming`).
+    fn with_owed(&mut self, mut diff: Option<Diff>) -> Option<Diff> {
+        let sent = diff.as_ref().map_or(&[][..], |d| &d.changed[..]);
+        let again = self.owed_endpoints(sent);
+        if !again.is_empty() {
+            diff.get_or_insert_with(Diff::default).changed.extend(again);
         }
-        let sent = diff.as_ref().filter(|_| type_url == ENDPOINT);
-        let again = self.owed_endpoints(sent.map_or(&[][..], |d| &d.changed));
-        if type_url == CLUSTER || again.is_empty() {
-            return (diff, again);
-        }
-        diff.get_or_insert_with(Diff::default).changed.extend(again);
-        (diff, Vec::new())
+        diff
     }
 
     fn ttl_resources(&self, type_url: &str) -> Vec<Arc<Resource>> {
@@ -305,13 +294,20 @@ impl StreamProtocol for DeltaStream {
             st.forget_uncovered();
         }
         self.ctx.hold_bytes(before, st.sub.bytes() + st.announced)?;
-        let (diff, again) = self.diff_and_owed(&type_url, false);
+        let mut diff = self.diff(&type_url);
+        if type_url == ENDPOINT {
+            diff = self.with_owed(diff);
+        }
         let mut out = Vec::new();
         if let Some(d) = diff {
             out.push(self.response(&type_url, &d.changed, d.removed, false));
         }
-        if !again.is_empty() {
-            out.push(self.response(ENDPOINT, &again, Vec::new(), false));
+        if type_url == CLUSTER {
+            // Endpoints owed to clusters that warm go right after them.
+            let again = self.owed_endpoints(&[]);
+            if !again.is_empty() {
+                out.push(self.response(ENDPOINT, &again, Vec::new(), false));
+            }
         }
         Ok(out)
     }
@@ -325,8 +321,12 @@ impl StreamProtocol for DeltaStream {
         let mut out = Vec::new();
         let mut deferred = Vec::new();
         for type_url in order {
-            // Endpoints owed to clusters that warm join the endpoints diff, after the clusters.
-            let Some(mut diff) = self.diff_and_owed(&type_url, true).0 else {
+            let mut diff = self.diff(&type_url);
+            if type_url == ENDPOINT {
+                // Endpoints owed to clusters that warm join the endpoints diff.
+                diff = self.with_owed(diff);
+            }
+            let Some(mut diff) = diff else {
                 continue;
             };
             // Make before break: removals of clusters and endpoints go last on ADS.

@@ -174,7 +174,11 @@ impl SotwStream {
     /// while the client holds no endpoints this stream can vouch for.
     fn owed_endpoints(&mut self) -> Option<DiscoveryResponse> {
         let (set, st) = (self.set.as_ref()?, self.types.get(ENDPOINT)?);
-        let held = (st.holds.as_ref()).filter(|h| !st.rejected && st.selected.as_ref() == Some(h));
+        let held = st
+            .holds
+            .as_ref()
+            .filter(|h| st.selected.as_ref() == Some(*h));
+        let held = held.filter(|_| !st.rejected);
         let (Some(held), true) = (held.cloned(), self.rewarm.owes()) else {
             return None;
         };

@@ -67,24 +67,14 @@ async fn a_changed_plugin_config_reaches_a_connected_envoy_and_a_chain_the_trial
         got.unwrap_or_else(|e| panic!("{e}\n{}", envoy.log_tail())),
         2
     );
-    let connections = envoy
-        .stat("cluster.xds_cluster.upstream_cx_total")
-        .await
-        .unwrap();
+    let connections = envoy.xds_connections().await;
 
     // The retries plugin's table changes: Envoy gets it on the stream it has.
     let edited = config.replace("num_retries = 2", "num_retries = 5");
     assert_ne!(edited, config);
     save(&dir, &edited);
     wait_for_retries(&envoy, 5).await;
-    assert_eq!(
-        envoy
-            .stat("cluster.xds_cluster.upstream_cx_total")
-            .await
-            .unwrap(),
-        connections,
-        "no reconnect"
-    );
+    assert_eq!(envoy.xds_connections().await, connections, "no reconnect");
     assert_eq!(Envoy::ok_body(port, "/web/x").await.unwrap(), "web");
 
     // A chain that panics on this node: the trial refuses it, the running chain serves on.
@@ -131,10 +121,7 @@ async fn a_changed_plugin_config_reaches_a_connected_envoy_and_a_chain_the_trial
     save(&dir, &edited.replace("num_retries = 5", "num_retries = 3"));
     wait_for_retries(&envoy, 3).await;
     assert_eq!(
-        envoy
-            .stat("cluster.xds_cluster.upstream_cx_total")
-            .await
-            .unwrap(),
+        envoy.xds_connections().await,
         connections,
         "still no reconnect"
     );

@@ -32,6 +32,18 @@ fn quickstart_config(dir: &Path) -> PathBuf {
 }
 
 /// `plugin test --config CONFIG [ARGS…] CASES`.
+/// `dir/cases/` holding the quickstart's Envoy node file and no expected file.
+fn envoy_case(dir: &Path) -> PathBuf {
+    let cases = dir.join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::copy(
+        quickstart_golden().join("envoy.yaml"),
+        cases.join("envoy.yaml"),
+    )
+    .unwrap();
+    cases
+}
+
 fn plugin_test(config: &Path, cases: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(["plugin", "test", "--config"])
@@ -104,13 +116,7 @@ fn plugin_test_passes_on_the_quickstart_goldens_and_names_resource_and_field_whe
 fn plugin_test_update_creates_and_rewrites_expected_files_and_says_which_changed() {
     let dir = tempfile::tempdir().unwrap();
     let config = quickstart_config(dir.path());
-    let cases = dir.path().join("cases");
-    std::fs::create_dir_all(&cases).unwrap();
-    std::fs::copy(
-        quickstart_golden().join("envoy.yaml"),
-        cases.join("envoy.yaml"),
-    )
-    .unwrap();
+    let cases = envoy_case(dir.path());
     let expected = cases.join("envoy.expected.json");
 
     // No expected file: a failure that says how to make one.
@@ -187,13 +193,7 @@ fn plugin_test_update_creates_and_rewrites_expected_files_and_says_which_changed
 fn plugin_test_names_added_and_removed_resources_and_bounds_its_diff() {
     let dir = tempfile::tempdir().unwrap();
     let config = quickstart_config(dir.path());
-    let cases = dir.path().join("cases");
-    std::fs::create_dir_all(&cases).unwrap();
-    std::fs::copy(
-        quickstart_golden().join("envoy.yaml"),
-        cases.join("envoy.yaml"),
-    )
-    .unwrap();
+    let cases = envoy_case(dir.path());
     assert!(plugin_test(&config, &cases, &["--update"]).status.success());
 
     // `hello` renamed `hullo`: its cluster and endpoints are gone, `hullo`'s are new.

@@ -118,10 +118,7 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
     };
     let dump = envoy.config_dump().await.unwrap();
     assert_eq!(listener_version(&dump, "ingress"), Some(expected));
-    let connections = envoy
-        .stat("cluster.xds_cluster.upstream_cx_total")
-        .await
-        .unwrap();
+    let connections = envoy.xds_connections().await;
 
     // A new endpoint and a new route reach Envoy on the open stream.
     server.cache.set(
@@ -150,10 +147,7 @@ async fn envoy_gets_config_routes_traffic_and_takes_updates(mode: XdsMode) {
         "b1"
     );
     assert_eq!(
-        envoy
-            .stat("cluster.xds_cluster.upstream_cx_total")
-            .await
-            .unwrap(),
+        envoy.xds_connections().await,
         connections,
         "the update must arrive without a reconnect"
     );

@@ -94,10 +94,7 @@ async fn plugin_replaced_three_times_under_load_without_dropping_a_stream_or_a_r
         .await
         .unwrap();
     assert_eq!(v1, "v1");
-    let connections = envoy
-        .stat("cluster.xds_cluster.upstream_cx_total")
-        .await
-        .unwrap();
+    let connections = envoy.xds_connections().await;
     let mut grpc = GrpcClient::new(
         ClientKind::CCore,
         mesh.server.addr.port(),
@@ -202,10 +199,7 @@ async fn plugin_replaced_three_times_under_load_without_dropping_a_stream_or_a_r
         requests.load(Ordering::Relaxed)
     );
     assert_eq!(
-        envoy
-            .stat("cluster.xds_cluster.upstream_cx_total")
-            .await
-            .unwrap(),
+        envoy.xds_connections().await,
         connections,
         "Envoy's xDS connection was reset"
     );

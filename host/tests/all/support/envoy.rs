@@ -341,6 +341,14 @@ impl Envoy {
         Ok(self.stats().await?.get(name).copied())
     }
 
+    /// How many times Envoy connected to the xDS server (`cluster.xds_cluster.upstream_cx_total`):
+    /// unchanged across an update that arrived on the open stream.
+    pub(crate) async fn xds_connections(&self) -> Option<u64> {
+        self.stat("cluster.xds_cluster.upstream_cx_total")
+            .await
+            .unwrap()
+    }
+
     /// Waits for `/ready` to say LIVE, which Envoy does once its initial LDS/CDS fetches are
     /// done (or timed out after `initial_fetch_timeout`).
     pub(crate) async fn wait_live(&self, timeout: Duration) -> anyhow::Result<()> {
