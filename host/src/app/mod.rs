@@ -34,6 +34,7 @@ use crate::plugins::{
     watch_plugin_files, EngineOptions, PluginChain, PluginEngine, PluginLoadError, PluginSlots,
     ReloadError,
 };
+use crate::schema::Schema;
 use crate::xds::{ByNodeId, ServeError, XdsServer};
 use crate::Cache;
 
@@ -122,6 +123,9 @@ impl App {
         let engine = PluginEngine::new(EngineOptions::default()).map_err(AppError::Engine)?;
         let specs = load_plugins(&config, &engine)?;
         let chain = PluginChain::new(specs.iter().map(|s| Arc::clone(&s.plugin)).collect());
+        // The chain checks every body against the Envoy schema: decoded now (about 90 ms),
+        // not on the first node's run. A schema that cannot decode fails every run, by name.
+        let _ = tokio::task::spawn_blocking(|| Schema::envoy().is_ok()).await;
         let limits = config.inputs.limits();
         let (store, dir_source) =
             read_inputs_off_the_runtime(config.inputs.dir.clone(), limits).await?;

@@ -4,6 +4,7 @@
 //! failed run; a reloaded chain serves only after a trial over the live groups. Groups live
 //! while their nodes do, plus a grace period.
 
+mod compute;
 mod groups;
 mod lifecycle;
 mod memo;

@@ -13,13 +13,14 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::compute;
 use super::groups::{GroupRecord, GroupStatus};
 use super::memo::SharedMemo;
 use super::record::record;
 pub(crate) use super::record::Outcome;
 use crate::cache::Cache;
-use crate::inputs::{DocKey, InputView, Reads};
-use crate::plugins::{NodeReads, PluginChain};
+use crate::inputs::{DocKey, InputView};
+use crate::plugins::PluginChain;
 
 /// How changes are coalesced and how much runs at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub(super) enum Event {
 pub(super) struct Inner {
     pub(super) cache: Cache,
     pub(super) chain: ArcSwap<PluginChain>,
-    inputs: Arc<dyn InputView>,
+    pub(super) inputs: Arc<dyn InputView>,
     pub(super) groups: DashMap<String, GroupRecord>,
     /// Results that nodes agreeing on what a run read share. Locked briefly, never across an
     /// await.
@@ -277,10 +278,11 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Event>) {
         // Groups that shared a result are likely to share the new one: one of each runs first,
         // the others after, when the memo holds what it computed.
         let (leaders, followers) = cohorts(&inner, groups);
+        let parallelism = inner.options.parallelism.max(1);
         for wave in [leaders, followers] {
-            futures::stream::iter(wave)
-                .map(|g| compute(Arc::clone(&inner), g))
-                .buffer_unordered(inner.options.parallelism.max(1))
+            futures::stream::iter(compute::chunks(wave, parallelism))
+                .map(|chunk| compute::chunk(Arc::clone(&inner), chunk))
+                .buffer_unordered(parallelism)
                 .collect::<Vec<()>>()
                 .await;
         }
@@ -300,52 +302,4 @@ fn cohorts(inner: &Inner, groups: BTreeSet<String>) -> (Vec<String>, Vec<String>
             .and_then(|r| r.computed.as_ref().map(|c| Arc::as_ptr(c) as usize))
             .is_none_or(|result| seen.insert(result))
     })
-}
-
-/// Computes one group — from a shared result when the memo holds one for its node, else by
-/// running the chain — and publishes the result; a failure keeps what the cache has. The memo
-/// lookup (which projects the node once per set of fields held) and the run are both off the
-/// async workers.
-async fn compute(inner: Arc<Inner>, group: String) {
-    let Some((node, epoch)) = inner
-        .groups
-        .get(&group)
-        .map(|r| (Arc::clone(&r.node), r.epoch))
-    else {
-        return;
-    };
-    let task = Arc::clone(&inner);
-    let run = tokio::task::spawn_blocking(move || {
-        if let Some(computed) = task.memo.lookup(&node) {
-            metrics::counter!("pipeline_shared_results_total").increment(1);
-            return Outcome::Computed {
-                computed,
-                ran: false,
-            };
-        }
-        let chain = task.chain.load_full();
-        let (mut reads, mut node_reads) = (Reads::default(), NodeReads::default());
-        let result =
-            chain.run_reading(&node, Arc::clone(&task.inputs), &mut reads, &mut node_reads);
-        match Outcome::of_run(result, reads, node_reads) {
-            Ok(computed) => {
-                // Held for other nodes only if it comes from the chain that serves now, and
-                // only if it is not a memory limit, which an instance's history can cause.
-                let current = Arc::ptr_eq(&chain, &task.chain.load_full());
-                let computed = if current && computed.shareable() {
-                    task.memo.insert(&node, computed)
-                } else {
-                    Arc::new(computed)
-                };
-                Outcome::Computed {
-                    computed,
-                    ran: true,
-                }
-            }
-            Err(outcome) => outcome,
-        }
-    })
-    .await;
-    let outcome = run.unwrap_or_else(|join| Outcome::Died(join.to_string()));
-    record(&inner, &group, Some(epoch), outcome);
 }
