@@ -32,7 +32,9 @@ impl<T, U> Default for XdsCodec<T, U> {
     }
 }
 
-fn settings() -> BufferSettings {
+/// The buffer settings of every xDS stream: [`STREAM_BUFFER_BYTES`] buffers, tonic's yield
+/// threshold. Public for codecs of the server's own (the host's SotW responses).
+pub fn settings() -> BufferSettings {
     BufferSettings::new(STREAM_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
 }
 

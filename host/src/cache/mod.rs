@@ -2,11 +2,13 @@
 //! published to streams through watch channels.
 
 mod consistency;
+mod encodings;
 mod resource;
 mod set;
 mod store;
 
 pub use consistency::{ConsistencyError, Inconsistency};
+pub(crate) use encodings::{Encoded, Key as EncodingKey};
 pub(crate) use resource::combined_version;
 pub use resource::Resource;
 pub(crate) use set::is_valid_type_url;

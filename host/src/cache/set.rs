@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::encodings::Encodings;
 use super::resource::{combined_version, Resource};
 
 /// Why a list of resources cannot become a [`ResourceSet`].
@@ -74,6 +75,8 @@ impl TypeResources {
 pub struct ResourceSet {
     types: BTreeMap<String, TypeResources>,
     version: String,
+    /// What selections of it encode to, made once for every stream that sends them.
+    encodings: Encodings,
 }
 
 impl Default for ResourceSet {
@@ -81,6 +84,7 @@ impl Default for ResourceSet {
         ResourceSet {
             types: BTreeMap::new(),
             version: combined_version([]),
+            encodings: Encodings::default(),
         }
     }
 }
@@ -119,7 +123,12 @@ impl ResourceSet {
             })
             .collect();
         let version = combined_version(types.iter().map(|(t, r)| (t.as_str(), r.version())));
-        Ok(ResourceSet { types, version })
+        let encodings = Encodings::for_set(types.values().flat_map(TypeResources::iter));
+        Ok(ResourceSet {
+            types,
+            version,
+            encodings,
+        })
     }
 
     /// The resources of one type, if the set has any.
@@ -155,6 +164,11 @@ impl ResourceSet {
     /// A content hash over the whole set: equal sets have equal versions.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// What selections of this set encode to on the wire (see `encodings`).
+    pub(crate) fn encodings(&self) -> &Encodings {
+        &self.encodings
     }
 }
 

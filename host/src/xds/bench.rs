@@ -133,7 +133,7 @@ impl PreparedRequest {
             Prepared::Sotw(stream, request) => request.take().map(|r| {
                 stream
                     .on_request(r)
-                    .map(|out| out.iter().map(|r| r.resources.len()).sum())
+                    .map(|out| out.iter().map(|r| r.resource_count).sum())
             }),
             Prepared::Delta(stream, request) => request.take().map(|r| {
                 stream.on_request(r).map(|out| {
@@ -254,7 +254,7 @@ mod tests {
         let held: Vec<String> = (0..N).map(name).collect();
         let out = s.on_request(sotw(held.clone(), "", "")).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].resources.len(), N);
+        assert_eq!(out[0].resource_count, N);
         let (version, nonce) = (out[0].version_info.clone(), out[0].nonce.clone());
         assert!(s
             .on_request(sotw(held.clone(), &version, &nonce))
@@ -276,7 +276,7 @@ mod tests {
         more.push(name(N));
         let out = s.on_request(sotw(more, &version, &nonce)).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].resources.len(), N + 1);
+        assert_eq!(out[0].resource_count, N + 1);
 
         // A reconnecting client that holds exactly the selection is sent nothing.
         let mut again = SotwStream::new(ctx(), Some(set));

@@ -217,8 +217,8 @@ pub(crate) trait CallbackRequest {
 
 /// A stream's response message, as the callbacks see it.
 pub(crate) trait CallbackResponse {
-    /// The borrowed view.
-    fn view(&self) -> StreamResponse<'_>;
+    /// Shows it to `callbacks` as sent on `stream`.
+    fn report(&self, callbacks: &dyn Callbacks, stream: StreamId);
 }
 
 impl CallbackRequest for DiscoveryRequest {
@@ -235,14 +235,8 @@ impl CallbackRequest for DeltaDiscoveryRequest {
     }
 }
 
-impl CallbackResponse for DiscoveryResponse {
-    fn view(&self) -> StreamResponse<'_> {
-        StreamResponse::Sotw(self)
-    }
-}
-
 impl CallbackResponse for DeltaDiscoveryResponse {
-    fn view(&self) -> StreamResponse<'_> {
-        StreamResponse::Delta(self)
+    fn report(&self, callbacks: &dyn Callbacks, stream: StreamId) {
+        callbacks.on_stream_response(stream, StreamResponse::Delta(self));
     }
 }

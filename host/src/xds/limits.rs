@@ -370,7 +370,7 @@ mod tests {
             assert!(s.on_request(sotw(MADE_UP, &[])).unwrap().is_empty());
             let out = s.on_update(set(&[(MADE_UP, "t")]));
             assert_eq!(out.len(), 1);
-            assert_eq!(out[0].type_url, MADE_UP);
+            assert_eq!(out[0].message().type_url, MADE_UP);
         }
     }
 }

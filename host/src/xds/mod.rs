@@ -32,6 +32,7 @@ mod test_support;
 mod tls;
 mod types;
 mod warming;
+mod wire;
 
 pub use admission::{DEFAULT_ACCEPT_BURST, DEFAULT_ACCEPT_RATE};
 pub use callbacks::{

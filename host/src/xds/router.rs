@@ -19,13 +19,16 @@ use tonic::server::NamedService;
 pub(crate) type Call =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
-type Handler = Box<dyn Fn(http::Request<Body>) -> Call + Send + Sync>;
+/// Answers the calls of a service or of one method.
+pub(crate) type Handler = Box<dyn Fn(http::Request<Body>) -> Call + Send + Sync>;
 
 /// Every gRPC service of an [`XdsServer`](super::XdsServer), as one tower service to serve
 /// with tonic's `Server::serve_with_incoming` (or mount under another HTTP/2 server).
 #[derive(Clone)]
 pub struct XdsRoutes {
     services: Arc<HashMap<&'static str, Handler>>,
+    /// Methods served apart from their service, by path: these come first.
+    methods: Arc<HashMap<String, Handler>>,
 }
 
 impl std::fmt::Debug for XdsRoutes {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for XdsRoutes {
 #[derive(Default)]
 pub(crate) struct RoutesBuilder {
     services: HashMap<&'static str, Handler>,
+    methods: HashMap<String, Handler>,
 }
 
 impl RoutesBuilder {
@@ -65,10 +69,28 @@ impl RoutesBuilder {
         self
     }
 
+    /// Routes the calls of one method (`path`: `/package.Service/Method`) to `handler` rather
+    /// than to its service's.
+    pub(crate) fn method(mut self, path: String, handler: Handler) -> Self {
+        self.methods.insert(path, handler);
+        self
+    }
+
     pub(crate) fn build(self) -> XdsRoutes {
         XdsRoutes {
             services: Arc::new(self.services),
+            methods: Arc::new(self.methods),
         }
+    }
+}
+
+impl XdsRoutes {
+    /// The paths of the methods served apart from their service.
+    #[cfg(test)]
+    pub(crate) fn method_paths(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = self.methods.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        paths
     }
 }
 
@@ -92,7 +114,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Call {
-        let handler = service_name(req.uri().path()).and_then(|name| self.services.get(name));
+        let path = req.uri().path();
+        let handler = self
+            .methods
+            .get(path)
+            .or_else(|| service_name(path).and_then(|name| self.services.get(name)));
         match handler {
             Some(handler) => handler(req.map(Body::new)),
             // The path is the client's: not echoed.

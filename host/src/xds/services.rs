@@ -40,6 +40,8 @@ use nebucloud_xds_proto::envoy::service::secret::v3::secret_discovery_service_se
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 use nebucloud_xds_proto::type_url;
+use futures::StreamExt;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use nebucloud_xds_proto::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
@@ -50,11 +52,12 @@ use tonic_health::server::{HealthReporter, HealthService};
 use super::context::{check_node, Scope};
 use super::csds::Csds;
 use super::delta::DeltaStream;
-use super::router::{RoutesBuilder, XdsRoutes};
+use super::router::{Handler, RoutesBuilder, XdsRoutes};
 use super::shared::Shared;
 use super::sotw::SotwStream;
 use super::stream::{serve, Caller, ResponseStream};
 use super::subscription::{select, SubscriptionState};
+use super::wire::{SotwCodec, SotwResponse};
 
 /// One door: a scope (ADS, or one type) over the shared server state.
 #[derive(Clone)]
@@ -67,7 +70,7 @@ impl Door {
     fn sotw(
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Response<ResponseStream<DiscoveryResponse>> {
+    ) -> Response<ResponseStream<SotwResponse>> {
         let (caller, requests) = Caller::of(&self.shared, req);
         Response::new(serve::<SotwStream>(
             Arc::clone(&self.shared),
@@ -75,6 +78,16 @@ impl Door {
             caller,
             requests,
         ))
+    }
+
+    /// The SotW stream as whole messages, for the generated services' trait (which the
+    /// server's routes do not reach: they serve SotW streams with [`SotwCodec`]).
+    fn sotw_messages(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Response<ResponseStream<DiscoveryResponse>> {
+        self.sotw(req)
+            .map(|s| Box::pin(s.map(|r| r.map(|r| r.message()))) as ResponseStream<_>)
     }
 
     fn delta(
@@ -172,7 +185,7 @@ impl AggregatedDiscoveryService for Door {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(self.sotw(req))
+        Ok(self.sotw_messages(req))
     }
 
     async fn delta_aggregated_resources(
@@ -195,7 +208,7 @@ macro_rules! per_type_service {
                 &self,
                 req: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$sotw_ty>, Status> {
-                Ok(self.sotw(req))
+                Ok(self.sotw_messages(req))
             }
 
             async fn $delta(
@@ -254,48 +267,34 @@ pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: boo
                 .max_encoding_message_size(max)
         };
     }
-    RoutesBuilder::default()
-        .add(svc!(AggregatedDiscoveryServiceServer, Scope::Aggregated))
-        .add(svc!(
-            ClusterDiscoveryServiceServer,
-            Scope::Single(type_url::CLUSTER)
-        ))
-        .add(svc!(
-            EndpointDiscoveryServiceServer,
-            Scope::Single(type_url::ENDPOINT)
-        ))
-        .add(svc!(
-            LocalityEndpointDiscoveryServiceServer,
-            Scope::Single(type_url::LB_ENDPOINT)
-        ))
-        .add(svc!(
-            ListenerDiscoveryServiceServer,
-            Scope::Single(type_url::LISTENER)
-        ))
-        .add(svc!(
-            RouteDiscoveryServiceServer,
-            Scope::Single(type_url::ROUTE)
-        ))
-        .add(svc!(
-            ScopedRoutesDiscoveryServiceServer,
-            Scope::Single(type_url::SCOPED_ROUTE)
-        ))
-        .add(svc!(
-            VirtualHostDiscoveryServiceServer,
-            Scope::Single(type_url::VIRTUAL_HOST)
-        ))
-        .add(svc!(
-            SecretDiscoveryServiceServer,
-            Scope::Single(type_url::SECRET)
-        ))
-        .add(svc!(
-            RuntimeDiscoveryServiceServer,
-            Scope::Single(type_url::RUNTIME)
-        ))
-        .add(svc!(
-            ExtensionConfigDiscoveryServiceServer,
-            Scope::Single(type_url::EXTENSION_CONFIG)
-        ))
+    // Every discovery service; its SotW stream method, where it has one, is served apart:
+    // with responses encoded once per set (`wire.rs`).
+    let mut routes = RoutesBuilder::default();
+    macro_rules! discovery {
+        ($($server:ident $scope:expr $(, $sotw:literal)?;)*) => {$(
+            routes = routes.add(svc!($server, $scope));
+            $(
+                let path = format!("/{}/{}", $server::<Door>::NAME, $sotw);
+                routes = routes.method(path, sotw_method(door($scope), max));
+            )?
+        )*};
+    }
+    discovery! {
+        AggregatedDiscoveryServiceServer Scope::Aggregated, "StreamAggregatedResources";
+        ClusterDiscoveryServiceServer Scope::Single(type_url::CLUSTER), "StreamClusters";
+        EndpointDiscoveryServiceServer Scope::Single(type_url::ENDPOINT), "StreamEndpoints";
+        LocalityEndpointDiscoveryServiceServer Scope::Single(type_url::LB_ENDPOINT);
+        ListenerDiscoveryServiceServer Scope::Single(type_url::LISTENER), "StreamListeners";
+        RouteDiscoveryServiceServer Scope::Single(type_url::ROUTE), "StreamRoutes";
+        ScopedRoutesDiscoveryServiceServer
+            Scope::Single(type_url::SCOPED_ROUTE), "StreamScopedRoutes";
+        VirtualHostDiscoveryServiceServer Scope::Single(type_url::VIRTUAL_HOST);
+        SecretDiscoveryServiceServer Scope::Single(type_url::SECRET), "StreamSecrets";
+        RuntimeDiscoveryServiceServer Scope::Single(type_url::RUNTIME), "StreamRuntime";
+        ExtensionConfigDiscoveryServiceServer
+            Scope::Single(type_url::EXTENSION_CONFIG), "StreamExtensionConfigs";
+    }
+    routes
         .add(
             ClientStatusDiscoveryServiceServer::new(Csds::new(Arc::clone(shared), loopback))
                 .max_decoding_message_size(max)
@@ -306,6 +305,32 @@ pub(crate) fn routes(shared: &Arc<Shared>, health: HealthReporter, loopback: boo
         )))
         .add(reflection())
         .build()
+}
+
+/// A SotW stream method of `door`'s scope, served with [`SotwCodec`] and the server's message
+/// size limits, as a generated service would.
+fn sotw_method(door: Door, max: usize) -> Handler {
+    Box::new(move |req| {
+        let method = SotwMethod(door.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(SotwCodec)
+                .apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.streaming(method, req).await)
+        })
+    })
+}
+
+/// A SotW stream call of one door.
+struct SotwMethod(Door);
+
+impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
+    type Response = SotwResponse;
+    type ResponseStream = ResponseStream<SotwResponse>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, req: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        std::future::ready(Ok(self.0.sotw(req)))
+    }
 }
 
 /// Server reflection over every Envoy API service and message (and gRPC health).
@@ -332,5 +357,28 @@ fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
                     .unwrap_or_else(|_| unreachable!()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cache, XdsServer};
+
+    #[test]
+    fn every_sotw_stream_method_of_the_envoy_api_answers_with_shared_encodings() {
+        let pool = prost_reflect::DescriptorPool::decode(nebucloud_xds_proto::FILE_DESCRIPTOR_SET)
+            .unwrap();
+        let mut sotw: Vec<String> = pool
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            // Envoy's own services (the descriptors also hold ratelimit's, not served here).
+            .filter(|m| m.parent_service().full_name().starts_with("envoy.service."))
+            .filter(|m| m.is_client_streaming() && m.is_server_streaming())
+            .filter(|m| m.input().full_name() == "envoy.service.discovery.v3.DiscoveryRequest")
+            .map(|m| format!("/{}/{}", m.parent_service().full_name(), m.name()))
+            .collect();
+        sotw.sort();
+        let routes = XdsServer::builder(Cache::new()).build().routes();
+        assert_eq!(routes.method_paths(), sotw);
     }
 }

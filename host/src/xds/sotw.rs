@@ -7,22 +7,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nebucloud_xds_proto::envoy::config::core::v3::Node;
-use nebucloud_xds_proto::envoy::service::discovery::v3::{
-    DiscoveryRequest, DiscoveryResponse, Resource as WrappedResource,
-};
-use nebucloud_xds_proto::google::protobuf::Any;
-use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT, RESOURCE_WRAPPER};
-use prost::Message;
+use nebucloud_xds_proto::envoy::service::discovery::v3::DiscoveryRequest;
+use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT};
 use tonic::Status;
 
 use crate::cache::{Resource, ResourceSet};
 
-use super::context::{pb_duration, Scope, StreamContext, StreamProtocol};
+use super::context::{Scope, StreamContext, StreamProtocol};
 use super::limits::MAX_CLIENT_VERSION_BYTES;
 use super::nack::Nack;
 use super::subscription::{select, version_of, SubscriptionChange, SubscriptionState};
 use super::types::{is_full_state, is_known, push_rank};
 use super::warming;
+use super::wire::{self, SotwResponse};
 
 /// Per type: the subscription and what was last sent.
 #[derive(Debug, Default)]
@@ -57,35 +54,23 @@ pub(crate) struct SotwStream {
 
 impl SotwStream {
     /// Builds a response for `type_url`; `heartbeat` sends TTL'd resources without a body.
+    /// What it says besides its nonce is encoded once per set for every stream that sends it.
     fn response(
         &mut self,
         type_url: &str,
         version: &str,
         resources: &[Arc<Resource>],
         heartbeat: bool,
-    ) -> DiscoveryResponse {
+    ) -> SotwResponse {
         let wrap = self.ctx.ttl && self.ctx.resource_in_sotw;
-        let mut has_ttl = false;
-        let encoded = resources
-            .iter()
-            .map(|r| match r.ttl() {
-                Some(ttl) if wrap => {
-                    has_ttl = true;
-                    let wrapped = WrappedResource {
-                        name: r.name().to_owned(),
-                        version: r.version().to_owned(),
-                        resource: (!heartbeat).then(|| any(r)),
-                        ttl: Some(pb_duration(ttl)),
-                        ..WrappedResource::default()
-                    };
-                    Any {
-                        type_url: RESOURCE_WRAPPER.to_owned(),
-                        value: wrapped.encode_to_vec().into(),
-                    }
-                }
-                _ => any(r),
-            })
-            .collect();
+        let has_ttl = wrap && resources.iter().any(|r| r.ttl().is_some());
+        let body = wire::shared_body(
+            self.set.as_deref(),
+            (type_url, version),
+            resources,
+            wrap,
+            heartbeat,
+        );
         let nonce = self.ctx.nonce();
         self.ctx.record.sent(type_url, version, &nonce);
         let st = self.types.entry(type_url.to_owned()).or_default();
@@ -102,13 +87,7 @@ impl SotwStream {
             ENDPOINT if !heartbeat => drop(self.rewarm.take()),
             _ => {}
         }
-        DiscoveryResponse {
-            version_info: version.to_owned(),
-            resources: encoded,
-            type_url: type_url.to_owned(),
-            nonce,
-            ..DiscoveryResponse::default()
-        }
+        SotwResponse::new((version, resources.len()), nonce, body)
     }
 
     /// What to send for one type now, if anything. `change`: what the request just changed in
@@ -172,7 +151,7 @@ impl SotwStream {
     /// The endpoints owed to clusters that warm (see `warming`), at the version the client
     /// holds, since nothing in them changed (per-name types may be sent in part). Kept owed
     /// while the client holds no endpoints this stream can vouch for.
-    fn owed_endpoints(&mut self) -> Option<DiscoveryResponse> {
+    fn owed_endpoints(&mut self) -> Option<SotwResponse> {
         let (set, st) = (self.set.as_ref()?, self.types.get(ENDPOINT)?);
         let held = st
             .holds
@@ -212,18 +191,11 @@ impl SotwStream {
     }
 }
 
-fn any(r: &Resource) -> Any {
-    Any {
-        type_url: r.type_url().to_owned(),
-        value: r.body().clone(),
-    }
-}
-
 impl StreamProtocol for SotwStream {
     const INCREMENTAL: bool = false;
 
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
@@ -239,7 +211,7 @@ impl StreamProtocol for SotwStream {
         }
     }
 
-    fn on_request(&mut self, req: DiscoveryRequest) -> Result<Vec<DiscoveryResponse>, Status> {
+    fn on_request(&mut self, req: DiscoveryRequest) -> Result<Vec<SotwResponse>, Status> {
         let type_url = self.ctx.resolve(&req.type_url)?;
         self.ctx.check_names(&type_url, req.resource_names.len())?;
         self.ctx
@@ -304,7 +276,7 @@ impl StreamProtocol for SotwStream {
         self.ctx.hold_bytes(before, st.sub.bytes())?;
         // A NACK is never answered with the rejected payload: unless the subscription asks for
         // something new, `next_for` finds the version unchanged and sends nothing.
-        let mut out: Vec<DiscoveryResponse> = (self.next_for(&type_url, Some(&change)))
+        let mut out: Vec<SotwResponse> = (self.next_for(&type_url, Some(&change)))
             .map(|(v, r)| self.response(&type_url, &v, &r, false))
             .into_iter()
             .collect();
@@ -314,7 +286,7 @@ impl StreamProtocol for SotwStream {
         Ok(out)
     }
 
-    fn on_update(&mut self, set: Option<Arc<ResourceSet>>) -> Vec<DiscoveryResponse> {
+    fn on_update(&mut self, set: Option<Arc<ResourceSet>>) -> Vec<SotwResponse> {
         let old = std::mem::replace(&mut self.set, set);
         self.rewarm.updating(old.clone());
         let mut order: Vec<String> = self.types.keys().cloned().collect();
@@ -364,7 +336,7 @@ impl StreamProtocol for SotwStream {
         self.types.values().any(|t| t.has_ttl)
     }
 
-    fn on_heartbeat(&mut self) -> Vec<DiscoveryResponse> {
+    fn on_heartbeat(&mut self) -> Vec<SotwResponse> {
         let Some(set) = self.set.clone() else {
             return Vec::new();
         };

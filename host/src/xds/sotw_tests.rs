@@ -1,7 +1,7 @@
 //! The State-of-the-World rules of `PROTOCOL-PITFALLS.md`, one table row each, played on a
 //! `SotwStream` without a network; rows are named after the gRPC tests they mirror.
 
-use nebucloud_xds_proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use nebucloud_xds_proto::envoy::service::discovery::v3::DiscoveryRequest;
 use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE};
 use tonic::Code::{InvalidArgument, ResourceExhausted};
 
@@ -14,6 +14,8 @@ use super::test_support::{
     Scripted, OTHER_THING, THING,
 };
 use super::types::short_name;
+use super::wire::SotwResponse;
+mod encoding;
 mod warming;
 
 /// A request as a row writes it.
@@ -102,7 +104,7 @@ impl Scripted for SotwStream {
     type Ask = Ask;
     type Seen = Seen;
 
-    fn request(ask: &Ask, earlier: &[DiscoveryResponse]) -> DiscoveryRequest {
+    fn request(ask: &Ask, earlier: &[SotwResponse]) -> DiscoveryRequest {
         DiscoveryRequest {
             version_info: ask.version.resolve(earlier, |r| &r.version_info),
             response_nonce: ask.nonce.resolve(earlier, |r| &r.nonce),
@@ -113,11 +115,8 @@ impl Scripted for SotwStream {
         }
     }
 
-    fn mismatch(
-        want: &Seen,
-        got: &DiscoveryResponse,
-        earlier: &[DiscoveryResponse],
-    ) -> Option<String> {
+    fn mismatch(want: &Seen, got: &SotwResponse, earlier: &[SotwResponse]) -> Option<String> {
+        let got = &got.checked_message();
         let resources = sotw_resources(got);
         let version = |k: usize| earlier[k - 1].version_info.as_str();
         if got.type_url != want.type_url || resources != want.resources {
@@ -134,7 +133,8 @@ impl Scripted for SotwStream {
         }
     }
 
-    fn show(got: &DiscoveryResponse) -> String {
+    fn show(got: &SotwResponse) -> String {
+        let got = &got.checked_message();
         let resources = sotw_resources(got);
         let v = got.version_info.get(..8).unwrap_or(&got.version_info);
         format!(
@@ -144,11 +144,11 @@ impl Scripted for SotwStream {
         )
     }
 
-    fn nonce(r: &DiscoveryResponse) -> &str {
+    fn nonce(r: &SotwResponse) -> &str {
         &r.nonce
     }
 
-    fn version(r: &DiscoveryResponse) -> &str {
+    fn version(r: &SotwResponse) -> &str {
         &r.version_info
     }
 }

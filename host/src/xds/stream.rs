@@ -204,7 +204,7 @@ where
             };
             for response in out {
                 if let Some(h) = &hooks {
-                    h.callbacks.on_stream_response(id, response.view());
+                    response.report(&*h.callbacks, id);
                 }
                 yield Ok(response);
             }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use nebucloud_xds_proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
 };
 use nebucloud_xds_proto::google::rpc::Status as RpcStatus;
 use tonic::Code;
@@ -12,6 +12,7 @@ use tonic::Code;
 use crate::xds::context::{StreamLimits, StreamProtocol};
 use crate::xds::delta::DeltaStream;
 use crate::xds::sotw::SotwStream;
+use crate::xds::wire::SotwResponse;
 
 use super::{resource, NAMES, TYPES};
 
@@ -90,8 +91,8 @@ fn error() -> Option<RpcStatus> {
     })
 }
 
-pub(super) fn sotw_apply(clients: &mut [Client; 2], out: Vec<DiscoveryResponse>) {
-    for r in out {
+pub(super) fn sotw_apply(clients: &mut [Client; 2], out: Vec<SotwResponse>) {
+    for r in out.iter().map(SotwResponse::message) {
         let t = TYPES.iter().position(|t| *t == r.type_url).unwrap();
         let c = &mut clients[t];
         c.received(&r.nonce);
