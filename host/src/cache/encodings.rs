@@ -22,13 +22,46 @@ const OVERHEAD_PER_RESOURCE: usize = 256;
 /// A set's encodings.
 #[derive(Default)]
 pub(crate) struct Encodings {
-    entries: Mutex<Vec<Entry>>,
-    /// The most bytes all entries may hold together: twice what the set's resources weigh
-    /// (with their overhead), so a set never costs more than three times its size.
+    entries: Mutex<Entries>,
+    /// The most bytes all entries' encodings may hold together: twice what the set's
+    /// resources weigh (bodies, names, and [`OVERHEAD_PER_RESOURCE`] each).
     max_bytes: usize,
 }
 
+/// The entries, and a clock of uses: past a bound, the least recently used goes first, so
+/// selections one stream asks for once cannot keep the fleet's own out.
+#[derive(Default)]
+struct Entries {
+    list: Vec<Entry>,
+    clock: u64,
+}
+
+impl Entries {
+    fn find(&mut self, key: &Key<'_>, resources: &[Arc<Resource>]) -> Option<Bytes> {
+        self.clock += 1;
+        let clock = self.clock;
+        let e = self.list.iter_mut().find(|e| e.is(key, resources))?;
+        e.used = clock;
+        Some(e.bytes.clone())
+    }
+
+    fn bytes(&self) -> usize {
+        self.list.iter().map(|e| e.bytes.len()).sum()
+    }
+
+    /// Drops the least recently used entry, if any.
+    fn evict(&mut self) -> bool {
+        let Some(oldest) = (0..self.list.len()).min_by_key(|&i| self.list[i].used) else {
+            return false;
+        };
+        self.list.swap_remove(oldest);
+        metrics::counter!("xds_response_bodies_evicted_total").increment(1);
+        true
+    }
+}
+
 struct Entry {
+    used: u64,
     type_url: String,
     version: String,
     variant: u8,
@@ -65,9 +98,9 @@ pub(crate) struct Key<'a> {
 pub(crate) enum Encoded {
     /// Made earlier for another stream.
     Reused,
-    /// Made now and kept.
+    /// Made now and kept (the least recently used entries make room for it).
     Made,
-    /// Made now and not kept: the set's encodings are at their bound.
+    /// Made now and not kept: alone it is over the set's bound in bytes.
     Refused,
 }
 
@@ -77,7 +110,7 @@ impl Encodings {
             .map(|r| r.body().len() + r.name().len() + OVERHEAD_PER_RESOURCE)
             .sum();
         Encodings {
-            entries: Mutex::new(Vec::new()),
+            entries: Mutex::default(),
             max_bytes: weight.saturating_mul(2),
         }
     }
@@ -90,23 +123,34 @@ impl Encodings {
         resources: &[Arc<Resource>],
         encode: impl FnOnce() -> Bytes,
     ) -> (Bytes, Encoded) {
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(e) = entries.iter().find(|e| e.is(&key, resources)) {
-                return (e.bytes.clone(), Encoded::Reused);
-            }
+        if let Some(bytes) = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|mut e| e.find(&key, resources))
+        {
+            return (bytes, Encoded::Reused);
         }
         let bytes = encode();
+        if bytes.len() > self.max_bytes {
+            return (bytes, Encoded::Refused);
+        }
         let Ok(mut entries) = self.entries.lock() else {
             return (bytes, Encoded::Refused);
         };
-        if let Some(e) = entries.iter().find(|e| e.is(&key, resources)) {
-            return (e.bytes.clone(), Encoded::Reused);
+        if let Some(held) = entries.find(&key, resources) {
+            return (held, Encoded::Reused);
         }
-        let held: usize = entries.iter().map(|e| e.bytes.len()).sum();
-        if entries.len() >= MAX_ENCODINGS_PER_SET || held + bytes.len() > self.max_bytes {
-            return (bytes, Encoded::Refused);
+        while entries.list.len() >= MAX_ENCODINGS_PER_SET
+            || entries.bytes() + bytes.len() > self.max_bytes
+        {
+            if !entries.evict() {
+                break;
+            }
         }
-        entries.push(Entry {
+        let used = entries.clock;
+        entries.list.push(Entry {
+            used,
             type_url: key.type_url.to_owned(),
             version: key.version.to_owned(),
             variant: key.variant,
@@ -119,7 +163,7 @@ impl Encodings {
     #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         let entries = self.entries.lock().unwrap();
-        (entries.len(), entries.iter().map(|e| e.bytes.len()).sum())
+        (entries.list.len(), entries.bytes())
     }
 }
 
@@ -134,7 +178,7 @@ impl Eq for Encodings {}
 
 impl std::fmt::Debug for Encodings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let held = self.entries.lock().map_or(0, |e| e.len());
+        let held = self.entries.lock().map_or(0, |e| e.list.len());
         f.debug_struct("Encodings").field("held", &held).finish()
     }
 }
@@ -187,19 +231,40 @@ mod tests {
     }
 
     #[test]
-    fn past_its_count_or_twice_the_sets_weight_a_set_keeps_no_more_encodings() {
+    fn past_its_count_or_bytes_the_least_recently_used_encoding_makes_room() {
         let all = resources(1, 0);
         // One resource of no body: its weight is its name and the overhead.
-        let weight = 2 + OVERHEAD_PER_RESOURCE;
+        let max = 2 * (2 + OVERHEAD_PER_RESOURCE);
         let memo = Encodings::for_set(all.iter());
-        let (_, how) = memo.get_or_make(key("t/x", "v", 0), &all, || bytes(2 * weight + 1));
-        assert_eq!(how, Encoded::Refused, "over twice the set's weight");
+        let (_, how) = memo.get_or_make(key("t/x", "v", 0), &all, || bytes(max + 1));
+        assert_eq!(how, Encoded::Refused, "alone over twice the set's weight");
+        assert_eq!(memo.held(), (0, 0));
         for v in 0..MAX_ENCODINGS_PER_SET as u8 {
             let (_, how) = memo.get_or_make(key("t/x", "v", v), &all, || bytes(1));
             assert_eq!(how, Encoded::Made);
         }
+        // The fleet's selection (variant 0) is in use; a sixteenth other one evicts variant 1,
+        // the least recently used, not it.
+        let (_, how) = memo.get_or_make(key("t/x", "v", 0), &all, || unreachable!("held"));
+        assert_eq!(how, Encoded::Reused);
         let (_, how) = memo.get_or_make(key("t/y", "v", 0), &all, || bytes(1));
-        assert_eq!(how, Encoded::Refused, "over the count");
+        assert_eq!(how, Encoded::Made);
         assert_eq!(memo.held(), (MAX_ENCODINGS_PER_SET, MAX_ENCODINGS_PER_SET));
+        let (_, how) = memo.get_or_make(key("t/x", "v", 0), &all, || unreachable!("kept"));
+        assert_eq!(how, Encoded::Reused);
+        let (_, how) = memo.get_or_make(key("t/x", "v", 1), &all, || bytes(1));
+        assert_eq!(how, Encoded::Made, "evicted, made again");
+        // Past the bytes: as many of the least recently used go as it takes.
+        let (_, how) = memo.get_or_make(key("t/z", "v", 0), &all, || bytes(max - 3));
+        assert_eq!(how, Encoded::Made);
+        assert_eq!(
+            memo.held(),
+            (4, max),
+            "the three most recently used, and it"
+        );
+        let (_, how) = memo.get_or_make(key("t/x", "v", 0), &all, || unreachable!("recent"));
+        assert_eq!(how, Encoded::Reused);
+        let (_, how) = memo.get_or_make(key("t/x", "v", 5), &all, || bytes(1));
+        assert_eq!(how, Encoded::Made, "evicted for the bytes");
     }
 }

@@ -2,6 +2,7 @@
 //! group from a result the memo holds or by a run of the chain, and recorded as it ends.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::record::{record, Outcome};
@@ -15,10 +16,14 @@ use crate::plugins::{NodeReads, NodeView};
 /// the largest part of the server's CPU per change in a profile of 10,000 nodes.
 const MAX_CHUNK: usize = 64;
 
-/// Splits `wave` into chunks computed one at a time each: as many as `parallelism` when the
-/// wave is that long (so that every thread has work), none longer than [`MAX_CHUNK`].
+/// Splits `wave` into chunks, each computed in turn by one thread: four per thread when the
+/// wave is that long (so that a chunk held up by a slow run leaves the others to the other
+/// threads), none longer than [`MAX_CHUNK`].
 pub(super) fn chunks(wave: Vec<String>, parallelism: usize) -> Vec<Vec<String>> {
-    let size = wave.len().div_ceil(parallelism.max(1)).clamp(1, MAX_CHUNK);
+    let size = wave
+        .len()
+        .div_ceil(parallelism.max(1) * 4)
+        .clamp(1, MAX_CHUNK);
     let mut chunks = Vec::with_capacity(wave.len().div_ceil(size));
     let mut wave = wave.into_iter().peekable();
     while wave.peek().is_some() {
@@ -44,20 +49,21 @@ pub(super) async fn chunk(inner: Arc<Inner>, groups: Vec<String>) {
         .collect();
     let names: Vec<(String, u64)> = work.iter().map(|(g, _, e)| (g.clone(), *e)).collect();
     let task = Arc::clone(&inner);
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&recorded);
     let done = tokio::task::spawn_blocking(move || {
-        let mut recorded = 0;
         for (group, node, epoch) in work {
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| compute_one(&task, &node)))
                 .unwrap_or_else(|panic| Outcome::Died(panic_text(panic.as_ref())));
             record(&task, &group, Some(epoch), outcome);
-            recorded += 1;
+            counted.fetch_add(1, Ordering::Relaxed);
         }
-        recorded
     })
     .await;
-    // Only a runtime shutting down cancels the task: the groups it did not reach died.
+    // A runtime shutting down, or a panic while recording: the groups not recorded died.
     if let Err(join) = done {
-        for (group, epoch) in names {
+        let skip = recorded.load(Ordering::Relaxed);
+        for (group, epoch) in names.into_iter().skip(skip) {
             record(&inner, &group, Some(epoch), Outcome::Died(join.to_string()));
         }
     }
@@ -113,13 +119,17 @@ mod tests {
     }
 
     #[test]
-    fn a_wave_is_cut_into_chunks_for_every_thread_and_no_longer_than_the_most() {
+    fn a_wave_is_cut_into_four_chunks_a_thread_and_none_longer_than_the_most() {
         let sizes = |n, p| -> Vec<usize> { chunks(wave(n), p).iter().map(Vec::len).collect() };
         assert_eq!(sizes(0, 2), Vec::<usize>::new());
         assert_eq!(sizes(1, 2), vec![1]);
-        assert_eq!(sizes(3, 2), vec![2, 1]);
+        assert_eq!(sizes(3, 2), vec![1, 1, 1]);
+        assert_eq!(sizes(20, 2), vec![3, 3, 3, 3, 3, 3, 2]);
         assert_eq!(sizes(4, 4), vec![1, 1, 1, 1]);
-        assert_eq!(sizes(200, 0), vec![64, 64, 64, 8]);
+        assert_eq!(
+            sizes(1000, 0),
+            vec![64; 15].into_iter().chain([40]).collect::<Vec<_>>()
+        );
         let all = chunks(wave(10_000), 2);
         assert_eq!(all.len(), 157);
         assert_eq!(all.concat(), wave(10_000), "every group once, in order");

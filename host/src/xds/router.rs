@@ -1,5 +1,6 @@
 //! The server's gRPC services behind one path router: `/package.Service/Method` goes to the
-//! service of that name, anything else is answered `UNIMPLEMENTED`. A plain tower service, so
+//! handler of that method if it has one of its own (the SotW streams), else to the service of
+//! that name; anything else is answered `UNIMPLEMENTED`. A plain tower service, so
 //! that the core does not need tonic's `Routes` (which brings axum into every embedder's build).
 
 use std::collections::HashMap;
@@ -35,8 +36,11 @@ impl std::fmt::Debug for XdsRoutes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<_> = self.services.keys().collect();
         names.sort();
+        let mut methods: Vec<_> = self.methods.keys().collect();
+        methods.sort();
         f.debug_struct("XdsRoutes")
             .field("services", &names)
+            .field("methods", &methods)
             .finish()
     }
 }
