@@ -115,9 +115,27 @@ impl Encodings {
         }
     }
 
-    /// The encoding of `resources` under `key`, made by `encode` unless held. The lock is not
-    /// held while encoding: two streams may both make it, one keeps it.
+    /// The encoding of `resources` under `key`, made by `encode` unless held, counted by where
+    /// it came from in `xds_response_bodies_total{how}`.
     pub(crate) fn get_or_make(
+        &self,
+        key: Key<'_>,
+        resources: &[Arc<Resource>],
+        encode: impl FnOnce() -> Bytes,
+    ) -> (Bytes, Encoded) {
+        let (bytes, how) = self.find_or_make(key, resources, encode);
+        let label = match how {
+            Encoded::Reused => "reused",
+            Encoded::Made => "made",
+            Encoded::Refused => "refused",
+        };
+        metrics::counter!("xds_response_bodies_total", "how" => label).increment(1);
+        (bytes, how)
+    }
+
+    /// [`Encodings::get_or_make`], uncounted. The lock is not held while encoding: two streams
+    /// may both make it, one keeps it.
+    fn find_or_make(
         &self,
         key: Key<'_>,
         resources: &[Arc<Resource>],

@@ -8,7 +8,7 @@ mod set;
 mod store;
 
 pub use consistency::{ConsistencyError, Inconsistency};
-pub(crate) use encodings::{Encoded, Key as EncodingKey};
+pub(crate) use encodings::Key as EncodingKey;
 pub(crate) use resource::combined_version;
 pub use resource::Resource;
 pub(crate) use set::is_valid_type_url;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use nebucloud_xds_proto::google::protobuf::Any;
 use xxhash_rust::xxh3::Xxh3;
 
 /// A named resource of one type, encoded as protobuf, with a content-hash version.
@@ -77,6 +78,15 @@ impl Resource {
     /// The content-hash version: 16 hex digits.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The resource as a response carries it: its body in an `Any` of its type (the body is
+    /// shared, not copied).
+    pub(crate) fn to_any(&self) -> Any {
+        Any {
+            type_url: self.type_url.clone(),
+            value: self.body.clone(),
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use nebucloud_xds_proto::envoy::service::status::v3::client_status_discovery_ser
 use nebucloud_xds_proto::envoy::service::status::v3::{
     ClientConfig, ClientConfigStatus, ClientStatusRequest, ClientStatusResponse, ConfigStatus,
 };
-use nebucloud_xds_proto::google::protobuf::Any;
 use tonic::{Request, Response, Status, Streaming};
 
 use nebucloud_xds_proto::type_url::SECRET;
@@ -112,10 +111,7 @@ fn client_config(shared: &Shared, n: &NodeStatus, exclude_contents: bool) -> Cli
                 type_url: type_url.clone(),
                 name: r.name().to_owned(),
                 version_info: t.sent_version.clone().unwrap_or_default(),
-                xds_config: show.then(|| Any {
-                    type_url: type_url.clone(),
-                    value: r.body().clone(),
-                }),
+                xds_config: show.then(|| r.to_any()),
                 config_status: config_status as i32,
                 client_status: client_status as i32,
                 error_state: error_state.clone(),

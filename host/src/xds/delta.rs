@@ -9,7 +9,6 @@ use nebucloud_xds_proto::envoy::config::core::v3::Node;
 use nebucloud_xds_proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
-use nebucloud_xds_proto::google::protobuf::Any;
 use nebucloud_xds_proto::type_url::{CLUSTER, ENDPOINT};
 use tonic::Status;
 
@@ -126,10 +125,7 @@ impl DeltaStream {
             .map(|r| DeltaResource {
                 name: r.name().to_owned(),
                 version: r.version().to_owned(),
-                resource: (!(heartbeat && r.ttl().is_some())).then(|| Any {
-                    type_url: r.type_url().to_owned(),
-                    value: r.body().clone(),
-                }),
+                resource: (!(heartbeat && r.ttl().is_some())).then(|| r.to_any()),
                 ttl: r.ttl().filter(|_| ttl).map(pb_duration),
                 ..DeltaResource::default()
             })

@@ -158,13 +158,7 @@ impl Door {
         let (version, resources) = select(&set, &type_url, &sub);
         let response = DiscoveryResponse {
             version_info: version,
-            resources: resources
-                .iter()
-                .map(|r| nebucloud_xds_proto::google::protobuf::Any {
-                    type_url: r.type_url().to_owned(),
-                    value: r.body().clone(),
-                })
-                .collect(),
+            resources: resources.iter().map(|r| r.to_any()).collect(),
             type_url,
             ..DiscoveryResponse::default()
         };

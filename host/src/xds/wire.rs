@@ -12,11 +12,11 @@ use nebucloud_xds_proto::envoy::service::discovery::v3::{
 use nebucloud_xds_proto::google::protobuf::Any;
 use nebucloud_xds_proto::type_url::RESOURCE_WRAPPER;
 use prost::Message;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
 
-use crate::cache::{Encoded, EncodingKey, Resource, ResourceSet};
+use crate::cache::{EncodingKey, Resource, ResourceSet};
 
 use super::callbacks::{CallbackResponse, Callbacks, StreamId, StreamResponse};
 use super::context::pb_duration;
@@ -103,14 +103,7 @@ pub(crate) fn shared_body(
         version,
         variant: u8::from(wrap) | u8::from(heartbeat) << 1,
     };
-    let (body, how) = set.encodings().get_or_make(key, resources, encode);
-    let how = match how {
-        Encoded::Reused => "reused",
-        Encoded::Made => "made",
-        Encoded::Refused => "refused",
-    };
-    metrics::counter!("xds_response_bodies_total", "how" => how).increment(1);
-    body
+    set.encodings().get_or_make(key, resources, encode).0
 }
 
 /// The resources as a response carries them: each in an `Any`, or, with `wrap`, those with a
@@ -123,7 +116,7 @@ fn anys(resources: &[Arc<Resource>], wrap: bool, heartbeat: bool) -> Vec<Any> {
                 let wrapped = WrappedResource {
                     name: r.name().to_owned(),
                     version: r.version().to_owned(),
-                    resource: (!heartbeat).then(|| any(r)),
+                    resource: (!heartbeat).then(|| r.to_any()),
                     ttl: Some(pb_duration(ttl)),
                     ..WrappedResource::default()
                 };
@@ -132,16 +125,9 @@ fn anys(resources: &[Arc<Resource>], wrap: bool, heartbeat: bool) -> Vec<Any> {
                     value: wrapped.encode_to_vec().into(),
                 }
             }
-            _ => any(r),
+            _ => r.to_any(),
         })
         .collect()
-}
-
-fn any(r: &Resource) -> Any {
-    Any {
-        type_url: r.type_url().to_owned(),
-        value: r.body().clone(),
-    }
 }
 
 /// The body of a response: what it says besides its nonce.
@@ -171,14 +157,14 @@ impl Codec for SotwCodec {
     type Encode = SotwResponse;
     type Decode = DiscoveryRequest;
     type Encoder = SotwEncoder;
-    type Decoder = RequestDecoder;
+    type Decoder = ProstDecoder<DiscoveryRequest>;
 
     fn encoder(&mut self) -> SotwEncoder {
         SotwEncoder
     }
 
-    fn decoder(&mut self) -> RequestDecoder {
-        RequestDecoder(ProstDecoder::new(nebucloud_xds_proto::codec::settings()))
+    fn decoder(&mut self) -> ProstDecoder<DiscoveryRequest> {
+        ProstDecoder::new(nebucloud_xds_proto::codec::settings())
     }
 }
 
@@ -197,23 +183,6 @@ impl Encoder for SotwEncoder {
 
     fn buffer_settings(&self) -> BufferSettings {
         nebucloud_xds_proto::codec::settings()
-    }
-}
-
-/// prost's decoder of requests.
-#[derive(Debug)]
-pub(crate) struct RequestDecoder(ProstDecoder<DiscoveryRequest>);
-
-impl Decoder for RequestDecoder {
-    type Item = DiscoveryRequest;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<DiscoveryRequest>, Status> {
-        self.0.decode(buf)
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        self.0.buffer_settings()
     }
 }
 
